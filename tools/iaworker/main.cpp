@@ -1,0 +1,38 @@
+// iaworker: takes jobs from the queue and runs analyses.
+// Exit codes: 0 done, 1 failure, 2 bad command line.
+#include <exception>
+#include <iostream>
+
+#include "iaapi/version.hpp"
+#include "tools/iaworker/command.hpp"
+
+namespace iaserve::tools {
+std::vector<CommandInfo>& commands() {
+  static std::vector<CommandInfo> list;
+  return list;
+}
+}  // namespace iaserve::tools
+
+int main(int argc, char** argv) {
+  using namespace iaserve::tools;
+  CLI::App app{"iaworker: runs iaserve's analysis jobs"};
+  app.set_version_flag("--version", std::string("iaworker ") + iaserve::kSoftwareVersion);
+  app.require_subcommand(1);
+  std::function<int()> chosen;
+  for (auto& c : commands()) {
+    CLI::App* sub = app.add_subcommand(c.name, c.description);
+    auto runner = c.setup(*sub);
+    sub->callback([&chosen, runner] { chosen = runner; });
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  try {
+    return chosen ? chosen() : 2;
+  } catch (const std::exception& e) {
+    std::cerr << "iaworker: " << e.what() << "\n";
+    return 1;
+  }
+}
