@@ -1,0 +1,883 @@
+#include "queue/queue.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/file.h>
+#include <sys/inotify.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "iaapi/log.hpp"
+#include "queue/posix.hpp"
+#include "queue/record.hpp"
+
+namespace iaserve::queue {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using posix::Fd;
+
+namespace {
+
+constexpr std::size_t kMaxJobBytes = 16u << 20;
+constexpr std::size_t kMaxLeaseBytes = 4096;
+constexpr State kStates[] = {State::pending, State::active, State::done, State::failed,
+                             State::cancelled};
+
+std::shared_ptr<spdlog::logger> logger() {
+  static auto l = log::get("queue");
+  return l;
+}
+
+bool ends_with(std::string_view s, std::string_view suffix) {
+  return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
+}
+
+std::string strip(std::string_view name, std::string_view suffix) {
+  return std::string(name.substr(0, name.size() - suffix.size()));
+}
+
+// A job id is a file name; refuse anything that could leave the folder.
+bool safe_id(std::string_view id) {
+  if (id.empty() || id.size() > 200 || id[0] == '.') return false;
+  return std::all_of(id.begin(), id.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+struct FsKind {
+  std::string name;
+  bool local = true;
+};
+
+FsKind filesystem_of(const fs::path& dir) {
+  struct ::statfs s {};
+  if (::statfs(dir.c_str(), &s) != 0) posix::fail(dir, "statfs", errno);
+  switch (static_cast<unsigned long>(s.f_type)) {
+    case 0xFF534D42UL: return {"cifs", false};
+    case 0xFE534D42UL: return {"smb2", false};
+    case 0x517BUL: return {"smb", false};
+    case 0x6969UL: return {"nfs", false};
+    case 0x65735546UL: return {"fuse", false};
+    case 0x01021997UL: return {"9p", false};
+    case 0x00C36400UL: return {"ceph", false};
+    case 0xEF53UL: return {"ext4", true};
+    case 0x58465342UL: return {"xfs", true};
+    case 0x9123683EUL: return {"btrfs", true};
+    case 0x01021994UL: return {"tmpfs", true};
+    case 0x794C7630UL: return {"overlayfs", true};
+    default: {
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(s.f_type));
+      return {buf, true};
+    }
+  }
+}
+
+// A lock on locks/<id>.lock, held from the moment it is taken.
+struct JobLock {
+  Fd fd;
+  explicit operator bool() const { return static_cast<bool>(fd); }
+};
+
+// flock(LOCK_EX|LOCK_NB) on the job's lock file, then check the path still
+// names the locked inode (a lock on an unlinked file locks nothing).
+JobLock try_lock(const fs::path& lock_path) {
+  for (int round = 0; round < 3; ++round) {
+    Fd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!fd) posix::fail(lock_path, "open lock file", errno);
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      if (errno == EWOULDBLOCK || errno == EAGAIN || errno == EACCES) return {};
+      posix::fail(lock_path, "flock", errno);
+    }
+    struct ::stat held {};
+    if (::fstat(fd.get(), &held) != 0) posix::fail(lock_path, "fstat", errno);
+    auto now = posix::stat_path(lock_path);
+    if (now && now->st_dev == held.st_dev && now->st_ino == held.st_ino) return {std::move(fd)};
+    // Unlinked (or replaced) under us: the holder finished the job. Try the
+    // current file; its job is most likely gone, which the caller sees next.
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string_view to_string(State s) {
+  switch (s) {
+    case State::pending: return "pending";
+    case State::active: return "active";
+    case State::done: return "done";
+    case State::failed: return "failed";
+    case State::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::optional<State> state_from_string(std::string_view name) {
+  for (State s : kStates)
+    if (to_string(s) == name) return s;
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------------------
+
+struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
+  fs::path dir;
+  Options opt;
+  Wakeup wake = Wakeup::poll;
+  FsKind fskind;
+  std::string host = posix::hostname();
+  Fd interrupt_fd;  // eventfd, written once by interrupt() and never read
+  std::atomic<bool> interrupted{false};
+  std::atomic<std::int64_t> last_recover_ns{0};
+  std::mutex rng_mutex;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  fs::path state_dir(State s) const { return dir / std::string(to_string(s)); }
+  fs::path job_path(State s, const std::string& id) const { return state_dir(s) / (id + ".json"); }
+  fs::path lock_path(const std::string& id) const { return dir / "locks" / (id + ".lock"); }
+  fs::path lease_path(const std::string& id) const { return dir / "active" / (id + ".lease"); }
+  fs::path mark_path(const std::string& id) const { return dir / "active" / (id + ".cancel"); }
+  fs::path tmp() const { return dir / "tmp"; }
+
+  std::vector<std::string> job_ids(State s) const {
+    std::vector<std::string> ids;
+    for (auto& n : posix::list_dir(state_dir(s)))
+      if (ends_with(n, ".json") && n[0] != '.') ids.push_back(strip(n, ".json"));
+    return ids;
+  }
+
+  std::optional<record::JobFile> read_job(State s, const std::string& id) const {
+    auto text = posix::read_file(job_path(s, id), kMaxJobBytes);
+    if (!text) return std::nullopt;
+    try {
+      auto f = record::decode_job(*text, id);
+      f.job.state = s;
+      return f;
+    } catch (const QueueError& e) {
+      throw QueueError("queue " + job_path(s, id).string() + ": corrupt job file: " + e.what());
+    }
+  }
+
+  std::optional<record::LeaseFile> read_lease(const std::string& id) const {
+    auto text = posix::read_file(lease_path(id), kMaxLeaseBytes);
+    if (!text) return std::nullopt;
+    return record::decode_lease(*text);
+  }
+
+  void write_lease(const std::string& id, const std::string& run) const {
+    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now()}, run};
+    posix::write_file_atomic(tmp(), lease_path(id), record::encode_lease(l), false);
+  }
+
+  // Moves a job file this process holds the lock of out of active/: first
+  // the new content (with the outcome it is heading for) replaces the file
+  // in place, then one rename moves it. Recovery finishes the move if we die
+  // between the two.
+  void move_out_of_active(record::JobFile f, State to, const std::string& run) {
+    const std::string& id = f.job.id;
+    f.outcome = record::Outcome{std::string(to_string(to)), run};
+    posix::write_file_atomic(tmp(), job_path(State::active, id), record::encode_job(f), false);
+    if (!posix::rename_file(job_path(State::active, id), job_path(to, id)))
+      throw QueueError("queue " + job_path(State::active, id).string() +
+                       ": gone before it could move to " + std::string(to_string(to)));
+    posix::fsync_dir(state_dir(to));
+    posix::fsync_dir(state_dir(State::active));
+    posix::unlink_file(lease_path(id));
+    posix::unlink_file(mark_path(id));
+    if (to != State::pending) posix::unlink_file(lock_path(id));
+  }
+
+  // A job file that does not parse leaves the queue: its bytes go to
+  // failed/<id>.corrupt and a readable record to failed/<id>.json.
+  void move_aside_corrupt(State from, const std::string& id, const std::string& why) {
+    logger()->error("job {}: {}; moved to failed/", id, why);
+    record::JobFile f;
+    f.job.id = id;
+    f.job.last_error = why;
+    f.job.finished = std::chrono::system_clock::now();
+    if (auto p = record::parse_id(id)) {
+      f.job.priority = p->priority;
+      f.job.enqueued = record::from_ns(p->time_ns);
+    }
+    posix::write_file_atomic(tmp(), job_path(State::failed, id), record::encode_job(f), false);
+    posix::rename_file(job_path(from, id), state_dir(State::failed) / (id + ".corrupt"));
+    posix::fsync_dir(state_dir(State::failed));
+    if (from == State::active) {
+      posix::unlink_file(lease_path(id));
+      posix::unlink_file(mark_path(id));
+    }
+    posix::unlink_file(lock_path(id));
+  }
+
+  std::set<std::string> active_slide_hashes() const {
+    std::set<std::string> out;
+    for (auto& id : job_ids(State::active))
+      if (auto p = record::parse_id(id)) out.insert(p->slide_hash);
+    return out;
+  }
+
+  std::optional<Claim> claim_one(const std::string& id);
+  std::optional<Claim> try_claim();
+  RecoverReport recover();
+  std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
+    std::lock_guard lock(rng_mutex);
+    std::uniform_int_distribution<long> d(0, std::max<long>(1, base.count() / 2));
+    return base + std::chrono::milliseconds(d(rng));
+  }
+};
+
+// ---------------------------------------------------------------------------
+
+struct Claim::Impl {
+  std::shared_ptr<Queue::Impl> q;
+  record::JobFile file;
+  std::string run;
+  JobLock lock;
+  bool is_held = true;
+  std::atomic<bool> lost{false};
+  std::mutex m;
+  std::condition_variable cv;
+  bool stopping = false;
+  std::thread heartbeat;
+
+  void start() {
+    heartbeat = std::thread([this] { beat(); });
+  }
+
+  void beat() {
+    int failures = 0;
+    std::unique_lock lk(m);
+    while (!stopping) {
+      cv.wait_for(lk, q->opt.lease_interval, [this] { return stopping; });
+      if (stopping) break;
+      lk.unlock();
+      try {
+        if (!posix::path_exists(q->job_path(State::active, file.job.id))) {
+          if (!lost.exchange(true))
+            logger()->error("job {}: no longer in active/ (recovered elsewhere after a stale lease)",
+                            file.job.id);
+        } else {
+          q->write_lease(file.job.id, run);
+          failures = 0;
+        }
+      } catch (const std::exception& e) {
+        if (++failures == 1 || failures % 10 == 0)
+          logger()->warn("job {}: lease refresh failed ({} in a row): {}", file.job.id, failures,
+                         e.what());
+      }
+      lk.lock();
+    }
+  }
+
+  void stop_heartbeat() {
+    {
+      std::lock_guard lk(m);
+      stopping = true;
+    }
+    cv.notify_all();
+    if (heartbeat.joinable()) heartbeat.join();
+  }
+
+  void finish(State to, const std::string& reason, const boost::json::object* summary) {
+    if (!is_held) throw QueueError("job " + file.job.id + ": claim already ended");
+    stop_heartbeat();
+    if (!posix::path_exists(q->job_path(State::active, file.job.id)))
+      throw QueueError("job " + file.job.id +
+                       ": no longer active (recovered by another worker after its lease went stale)");
+    record::JobFile f = file;
+    f.job.finished = to == State::pending ? std::chrono::system_clock::time_point{}
+                                          : std::chrono::system_clock::now();
+    if (!reason.empty()) f.job.last_error = reason;
+    if (summary) f.job.summary = *summary;
+    q->move_out_of_active(std::move(f), to, run);
+    is_held = false;
+    lock.fd.reset();
+  }
+};
+
+Claim::Claim(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Claim::Claim(Claim&&) noexcept = default;
+Claim& Claim::operator=(Claim&& o) noexcept {
+  if (this != &o) {
+    Claim old(std::move(*this));
+    impl_ = std::move(o.impl_);
+  }
+  return *this;
+}
+
+Claim::~Claim() {
+  if (!impl_) return;
+  if (impl_->is_held) {
+    try {
+      release();
+    } catch (const std::exception& e) {
+      logger()->error("job {}: release on drop failed: {} (recovery will return it)",
+                      impl_->file.job.id, e.what());
+    }
+  }
+  impl_->stop_heartbeat();
+}
+
+const Job& Claim::job() const { return impl_->file.job; }
+
+bool Claim::held() const { return impl_ && impl_->is_held; }
+
+bool Claim::cancel_requested() const {
+  if (!impl_->is_held) return false;
+  if (impl_->lost) return true;
+  return posix::path_exists(impl_->q->mark_path(impl_->file.job.id));
+}
+
+void Claim::complete(const boost::json::object& summary) {
+  impl_->finish(State::done, {}, &summary);
+  logger()->info("job {}: done", impl_->file.job.id);
+}
+
+void Claim::fail(const std::string& reason, bool retry) {
+  const auto& job = impl_->file.job;
+  State to = State::failed;
+  int attempts = job.attempts + 1;
+  if (posix::path_exists(impl_->q->mark_path(job.id)))
+    to = State::cancelled;
+  else if (retry && attempts < impl_->q->opt.max_attempts)
+    to = State::pending;
+  impl_->file.job.attempts = attempts;
+  impl_->finish(to, reason, nullptr);
+  logger()->warn("job {}: failed (attempt {}), now {}: {}", job.id, attempts, to_string(to), reason);
+}
+
+void Claim::release() {
+  const auto& job = impl_->file.job;
+  State to = posix::path_exists(impl_->q->mark_path(job.id)) ? State::cancelled : State::pending;
+  impl_->finish(to, {}, nullptr);
+  logger()->info("job {}: released, now {}", job.id, to_string(to));
+}
+
+// ---------------------------------------------------------------------------
+
+std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
+  JobLock lock = try_lock(lock_path(id));
+  if (!lock) return std::nullopt;
+  std::optional<record::JobFile> f;
+  try {
+    f = read_job(State::pending, id);
+  } catch (const QueueError& e) {
+    if (!posix::path_exists(job_path(State::pending, id))) return std::nullopt;
+    move_aside_corrupt(State::pending, id, e.what());
+    return std::nullopt;
+  }
+  if (!f) return std::nullopt;  // claimed or cancelled by someone else meanwhile
+  auto impl = std::make_unique<Claim::Impl>();
+  impl->q = shared_from_this();
+  impl->run = posix::random_hex(8);
+  // A mark left from an earlier run of this id would cancel this one.
+  posix::unlink_file(mark_path(id));
+  write_lease(id, impl->run);
+  if (!posix::rename_file(job_path(State::pending, id), job_path(State::active, id))) {
+    posix::unlink_file(lease_path(id));
+    return std::nullopt;  // lost the race (another host, or a cancel)
+  }
+  f->job.state = State::active;
+  impl->file = std::move(*f);
+  impl->lock = std::move(lock);
+  // Two workers may have claimed two jobs of one slide at the same moment;
+  // whoever sees the other backs off (both may: they retry later).
+  if (auto mine = record::parse_id(id)) {
+    for (auto& other : job_ids(State::active)) {
+      if (other == id) continue;
+      auto p = record::parse_id(other);
+      if (p && p->slide_hash == mine->slide_hash) {
+        posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
+        posix::unlink_file(lease_path(id));
+        return std::nullopt;
+      }
+    }
+  }
+  impl->start();
+  logger()->info("job {}: claimed (app {}, attempts {})", id, impl->file.job.app_id,
+                 impl->file.job.attempts);
+  return Claim(std::move(impl));
+}
+
+std::optional<Claim> Queue::Impl::try_claim() {
+  auto ids = job_ids(State::pending);
+  if (ids.empty()) return std::nullopt;
+  auto busy = active_slide_hashes();
+  for (auto& id : ids) {
+    if (!safe_id(id)) continue;
+    auto p = record::parse_id(id);
+    if (p && busy.count(p->slide_hash)) continue;
+    if (auto c = claim_one(id)) return c;
+  }
+  return std::nullopt;
+}
+
+RecoverReport Queue::Impl::recover() {
+  RecoverReport report;
+  last_recover_ns = posix::now_ns();
+  auto now = std::chrono::system_clock::now();
+  auto names = posix::list_dir(state_dir(State::active));
+  std::set<std::string> jobs;
+  for (auto& n : names)
+    if (ends_with(n, ".json")) jobs.insert(strip(n, ".json"));
+  for (const auto& id : jobs) {
+    if (!safe_id(id)) continue;
+    JobLock lock = try_lock(lock_path(id));
+    if (!lock) continue;  // its worker is alive (on this host, or flock is shared)
+    auto st = posix::stat_path(job_path(State::active, id));
+    if (!st) continue;  // finished meanwhile
+    std::optional<record::LeaseFile> lease;
+    try {
+      lease = read_lease(id);
+    } catch (const QueueError&) {
+    }
+    auto lease_time = lease ? lease->lease.time
+                            : std::chrono::system_clock::time_point(
+                                  std::chrono::seconds(st->st_ctim.tv_sec));
+    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - lease_time);
+    if (age < opt.lease_timeout) continue;  // alive on a host whose flock we do not see
+    std::optional<record::JobFile> f;
+    try {
+      f = read_job(State::active, id);
+    } catch (const QueueError& e) {
+      move_aside_corrupt(State::active, id, e.what());
+      ++report.failed;
+      continue;
+    }
+    if (!f) continue;
+    std::string run = lease ? lease->run : std::string();
+    if (f->outcome && f->outcome->run == run) {
+      // The worker (or an earlier sweep) died between writing the outcome and
+      // the move: finish the move, count nothing.
+      if (auto to = state_from_string(f->outcome->state); to && *to != State::active) {
+        move_out_of_active(std::move(*f), *to, run);
+        ++report.cleaned;
+        continue;
+      }
+    }
+    f->job.attempts += 1;
+    std::string who = lease ? lease->lease.host + " pid " + std::to_string(lease->lease.pid)
+                            : std::string("unknown worker");
+    f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count() / 1000) +
+                        " s old)";
+    State to = State::pending;
+    if (posix::path_exists(mark_path(id))) {
+      to = State::cancelled;
+      ++report.cancelled;
+    } else if (f->job.attempts >= opt.max_attempts) {
+      to = State::failed;
+      ++report.failed;
+    } else {
+      ++report.requeued;
+    }
+    if (to != State::pending) f->job.finished = now;
+    logger()->warn("job {}: {}; attempts {}, now {}", id, f->job.last_error, f->job.attempts,
+                   to_string(to));
+    move_out_of_active(std::move(*f), to, run);
+  }
+  // Leases and marks whose job left active/ long ago (a run that ended
+  // between its moves).
+  for (auto& n : names) {
+    for (std::string_view suffix : {".lease", ".cancel"}) {
+      if (!ends_with(n, suffix)) continue;
+      std::string id = strip(n, suffix);
+      if (jobs.count(id) || posix::path_exists(job_path(State::active, id))) continue;
+      auto st = posix::stat_path(state_dir(State::active) / n);
+      if (st && now - std::chrono::system_clock::time_point(std::chrono::seconds(st->st_mtim.tv_sec)) >
+                    opt.lease_timeout) {
+        posix::unlink_file(state_dir(State::active) / n);
+        ++report.cleaned;
+      }
+    }
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------------------
+
+Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
+  auto& q = *impl_;
+  q.dir = std::move(dir);
+  q.opt = options;
+  if (q.opt.max_attempts < 1) q.opt.max_attempts = 1;
+  if (q.opt.lease_interval <= 0ms) q.opt.lease_interval = 1ms;
+  if (q.opt.poll_interval <= 0ms) q.opt.poll_interval = 1ms;
+  auto make = [&](const fs::path& p) {
+    if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) posix::fail(p, "create folder", errno);
+  };
+  if (!posix::path_exists(q.dir)) {
+    if (!q.opt.create) throw QueueError("queue " + q.dir.string() + ": no such folder");
+    make(q.dir);
+  }
+  std::vector<fs::path> subs = {q.tmp(), q.dir / "locks"};
+  for (State s : kStates) subs.push_back(q.state_dir(s));
+  for (auto& p : subs) {
+    if (q.opt.create) make(p);
+    auto st = posix::stat_path(p);
+    if (!st) posix::fail(p, "open folder", errno);
+    if (!S_ISDIR(st->st_mode)) throw QueueError("queue " + p.string() + ": not a folder");
+  }
+  SelfTest t = selftest(q.dir);
+  q.fskind = {t.filesystem, t.local};
+  if (!t.flock_excludes && !q.opt.lease_only) throw QueueError(t.message);
+  switch (q.opt.wakeup) {
+    case Wakeup::automatic: q.wake = t.local ? Wakeup::inotify : Wakeup::poll; break;
+    default: q.wake = q.opt.wakeup;
+  }
+  q.interrupt_fd = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!q.interrupt_fd) posix::fail(q.dir, "eventfd", errno);
+  logger()->debug("queue {}: {} ({}), wake-up by {}, lease {} ms / {} ms{}", q.dir.string(),
+                  t.filesystem, t.local ? "local" : "network",
+                  q.wake == Wakeup::inotify ? "inotify" : "polling", q.opt.lease_interval.count(),
+                  q.opt.lease_timeout.count(), t.flock_excludes ? "" : ", lease-only");
+}
+
+Queue::~Queue() = default;
+
+const fs::path& Queue::dir() const { return impl_->dir; }
+const Options& Queue::options() const { return impl_->opt; }
+Wakeup Queue::wakeup() const { return impl_->wake; }
+
+std::string Queue::enqueue(const JobSpec& spec) {
+  auto& q = *impl_;
+  std::string hash = record::slide_hash(spec.app_id, spec.slide_key);
+  std::int64_t t = posix::now_ns();
+  record::JobFile f;
+  f.job.id = record::make_id(spec.priority, t, hash, posix::random_hex(4));
+  f.job.app_id = spec.app_id;
+  f.job.slide_key = spec.slide_key;
+  f.job.priority = std::clamp(spec.priority, -record::kMaxPriority, record::kMaxPriority);
+  f.job.enqueued = record::from_ns(t);
+  f.job.payload = spec.payload;
+  const std::string& id = f.job.id;
+  posix::write_file_atomic(q.tmp(), q.job_path(State::pending, id), record::encode_job(f), true);
+  // Coalesce: older pending jobs of this slide are superseded. A rename to
+  // cancelled/ races a claim's rename; exactly one of them wins, and when the
+  // claim wins the new job waits for that run.
+  auto mine = record::parse_id(id);
+  for (auto& other : q.job_ids(State::pending)) {
+    if (other == id) continue;
+    auto p = record::parse_id(other);
+    if (!p || p->slide_hash != hash) continue;
+    if (p->time_ns > mine->time_ns || (p->time_ns == mine->time_ns && p->random > mine->random))
+      continue;  // a newer one supersedes ours (its enqueue does it)
+    try {
+      auto old = q.read_job(State::pending, other);
+      if (!old || old->job.app_id != spec.app_id || old->job.slide_key != spec.slide_key) continue;
+    } catch (const QueueError&) {
+      continue;  // corrupt: the claim path moves it aside
+    }
+    if (posix::rename_file(q.job_path(State::pending, other), q.job_path(State::cancelled, other)))
+      logger()->info("job {}: superseded by {}", other, id);
+  }
+  logger()->info("job {}: enqueued (app {}, priority {})", id, spec.app_id, f.job.priority);
+  return id;
+}
+
+std::optional<Claim> Queue::try_claim() { return impl_->try_claim(); }
+
+void Queue::interrupt() {
+  impl_->interrupted = true;
+  std::uint64_t one = 1;
+  [[maybe_unused]] auto n = ::write(impl_->interrupt_fd.get(), &one, sizeof one);
+}
+
+std::optional<Claim> Queue::wait_claim(std::chrono::milliseconds timeout) {
+  auto& q = *impl_;
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  Fd ino;
+  if (q.wake == Wakeup::inotify) {
+    // Watches first, then the scan: nothing that lands in between is missed.
+    ino = Fd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!ino) posix::fail(q.dir, "inotify_init1", errno);
+    if (::inotify_add_watch(ino.get(), q.state_dir(State::pending).c_str(),
+                            IN_MOVED_TO | IN_CLOSE_WRITE) < 0)
+      posix::fail(q.state_dir(State::pending), "inotify_add_watch", errno);
+    // A run that ends frees its slide's waiting job.
+    if (::inotify_add_watch(ino.get(), q.state_dir(State::active).c_str(),
+                            IN_MOVED_FROM | IN_DELETE) < 0)
+      posix::fail(q.state_dir(State::active), "inotify_add_watch", errno);
+  }
+  for (;;) {
+    if (q.opt.recover_interval > 0ms &&
+        posix::now_ns() - q.last_recover_ns >=
+            std::chrono::duration_cast<std::chrono::nanoseconds>(q.opt.recover_interval).count()) {
+      try {
+        q.recover();
+      } catch (const QueueError& e) {
+        logger()->error("orphan sweep: {}", e.what());
+      }
+    }
+    if (auto c = q.try_claim()) return c;
+    auto now = std::chrono::steady_clock::now();
+    if (q.interrupted || now >= deadline) return std::nullopt;
+    auto step = q.wake == Wakeup::inotify ? std::max(q.opt.poll_interval, 2000ms)
+                                          : q.jittered(q.opt.poll_interval);
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + 1ms;
+    step = std::min(step, left);
+    struct pollfd fds[2] = {{q.interrupt_fd.get(), POLLIN, 0}, {ino.get(), POLLIN, 0}};
+    int r = ::poll(fds, ino ? 2 : 1, static_cast<int>(step.count()));
+    if (r < 0 && errno != EINTR) posix::fail(q.dir, "poll", errno);
+    if (ino && r > 0 && (fds[1].revents & POLLIN)) {
+      alignas(struct inotify_event) char buf[4096];
+      while (::read(ino.get(), buf, sizeof buf) > 0) {
+      }
+    }
+  }
+}
+
+bool Queue::cancel(const std::string& job_id) {
+  auto& q = *impl_;
+  if (!safe_id(job_id)) return false;
+  for (int round = 0; round < 5; ++round) {
+    if (posix::rename_file(q.job_path(State::pending, job_id), q.job_path(State::cancelled, job_id))) {
+      posix::fsync_dir(q.state_dir(State::cancelled));
+      logger()->info("job {}: cancelled while pending", job_id);
+      return true;
+    }
+    if (posix::path_exists(q.job_path(State::active, job_id))) {
+      Fd fd(::open(q.mark_path(job_id).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+      if (!fd) posix::fail(q.mark_path(job_id), "create cancel mark", errno);
+      fd.reset();
+      posix::fsync_dir(q.state_dir(State::active));
+      logger()->info("job {}: cancel requested while active", job_id);
+      return true;
+    }
+    // Neither: finished, unknown, or moving between the two right now.
+    for (State s : {State::done, State::failed, State::cancelled})
+      if (posix::path_exists(q.job_path(s, job_id))) return false;
+    if (round >= 1 && !posix::path_exists(q.job_path(State::pending, job_id))) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return false;
+}
+
+std::size_t Queue::cancel_slide(const std::string& app_id, const std::string& slide_key) {
+  auto& q = *impl_;
+  std::string hash = record::slide_hash(app_id, slide_key);
+  std::size_t n = 0;
+  for (State s : {State::pending, State::active}) {
+    for (auto& id : q.job_ids(s)) {
+      auto p = record::parse_id(id);
+      if (!p || p->slide_hash != hash) continue;
+      try {
+        auto f = q.read_job(s, id);
+        if (!f || f->job.app_id != app_id || f->job.slide_key != slide_key) continue;
+      } catch (const QueueError&) {
+        continue;
+      }
+      if (cancel(id)) ++n;
+    }
+  }
+  return n;
+}
+
+std::size_t Queue::cancel_slide_any_app(const std::string& slide_key) {
+  auto& q = *impl_;
+  std::set<std::string> apps;
+  for (State s : {State::pending, State::active}) {
+    for (auto& id : q.job_ids(s)) {
+      try {
+        if (auto f = q.read_job(s, id); f && f->job.slide_key == slide_key) apps.insert(f->job.app_id);
+      } catch (const QueueError&) {
+      }
+    }
+  }
+  std::size_t n = 0;
+  for (auto& app : apps) n += cancel_slide(app, slide_key);
+  return n;
+}
+
+bool Queue::requeue(const std::string& job_id) {
+  auto& q = *impl_;
+  if (!safe_id(job_id)) return false;
+  for (State s : {State::done, State::failed, State::cancelled}) {
+    std::optional<record::JobFile> f;
+    try {
+      f = q.read_job(s, job_id);
+    } catch (const QueueError&) {
+      continue;  // a corrupt record has nothing to run
+    }
+    if (!f) continue;
+    if (posix::path_exists(q.state_dir(s) / (job_id + ".corrupt"))) return false;
+    f->job.attempts = 0;
+    f->job.finished = {};
+    f->outcome.reset();
+    // New content under the terminal name, then one rename into pending/.
+    posix::write_file_atomic(q.tmp(), q.job_path(s, job_id), record::encode_job(*f), false);
+    if (!posix::rename_file(q.job_path(s, job_id), q.job_path(State::pending, job_id))) return false;
+    posix::fsync_dir(q.state_dir(State::pending));
+    logger()->info("job {}: requeued from {}", job_id, to_string(s));
+    return true;
+  }
+  return false;
+}
+
+std::vector<Job> Queue::list(State state) const {
+  auto& q = *impl_;
+  std::vector<Job> out;
+  for (auto& id : q.job_ids(state)) {
+    try {
+      auto f = q.read_job(state, id);
+      if (!f) continue;
+      if (state == State::active) {
+        if (auto l = q.read_lease(id)) f->job.lease = l->lease;
+        f->job.cancel_requested = posix::path_exists(q.mark_path(id));
+      }
+      out.push_back(std::move(f->job));
+    } catch (const QueueError& e) {
+      Job j;
+      j.id = id;
+      j.state = state;
+      j.last_error = e.what();
+      out.push_back(std::move(j));
+    }
+  }
+  return out;
+}
+
+std::optional<Job> Queue::find(const std::string& job_id) const {
+  auto& q = *impl_;
+  if (!safe_id(job_id)) return std::nullopt;
+  for (State s : kStates) {
+    auto f = q.read_job(s, job_id);
+    if (!f) continue;
+    if (s == State::active) {
+      if (auto l = q.read_lease(job_id)) f->job.lease = l->lease;
+      f->job.cancel_requested = posix::path_exists(q.mark_path(job_id));
+    }
+    return std::move(f->job);
+  }
+  return std::nullopt;
+}
+
+Stats Queue::stats() const {
+  auto& q = *impl_;
+  Stats st;
+  auto pending = q.job_ids(State::pending);
+  st.pending = pending.size();
+  std::optional<std::int64_t> oldest;
+  for (auto& id : pending)
+    if (auto p = record::parse_id(id); p && (!oldest || p->time_ns < *oldest)) oldest = p->time_ns;
+  if (oldest)
+    st.oldest_pending_age = std::chrono::milliseconds(std::max<std::int64_t>(0, (posix::now_ns() - *oldest) / 1000000));
+  st.done = q.job_ids(State::done).size();
+  st.failed = q.job_ids(State::failed).size();
+  st.cancelled = q.job_ids(State::cancelled).size();
+  st.active_jobs = list(State::active);
+  st.active = st.active_jobs.size();
+  return st;
+}
+
+RecoverReport Queue::recover_orphans() { return impl_->recover(); }
+
+std::size_t Queue::purge(std::chrono::seconds older_than) {
+  auto& q = *impl_;
+  auto now = std::chrono::system_clock::now();
+  auto cutoff = now - older_than;
+  std::size_t removed = 0;
+  auto mtime = [](const fs::path& p) {
+    auto st = posix::stat_path(p);
+    return st ? std::chrono::system_clock::time_point(std::chrono::seconds(st->st_mtim.tv_sec))
+              : std::chrono::system_clock::time_point::max();
+  };
+  for (State s : {State::done, State::failed, State::cancelled}) {
+    for (auto& id : q.job_ids(s)) {
+      std::chrono::system_clock::time_point when;
+      try {
+        auto f = q.read_job(s, id);
+        if (!f) continue;
+        when = f->job.finished.time_since_epoch().count() != 0 ? f->job.finished : mtime(q.job_path(s, id));
+      } catch (const QueueError&) {
+        when = mtime(q.job_path(s, id));
+      }
+      if (when > cutoff) continue;
+      posix::unlink_file(q.state_dir(s) / (id + ".corrupt"));
+      if (posix::unlink_file(q.job_path(s, id))) ++removed;
+    }
+  }
+  // Temp files of writers that died, and lock files whose job has left the
+  // queue (unlinked under the lock: a later opener's inode check fails).
+  auto hour_ago = now - std::chrono::hours(1);
+  for (auto& n : posix::list_dir(q.tmp()))
+    if (mtime(q.tmp() / n) < hour_ago) posix::unlink_file(q.tmp() / n);
+  for (auto& n : posix::list_dir(q.dir / "locks")) {
+    if (!ends_with(n, ".lock") || n[0] == '.') continue;
+    std::string id = strip(n, ".lock");
+    if (mtime(q.dir / "locks" / n) > hour_ago) continue;
+    if (posix::path_exists(q.job_path(State::pending, id)) || posix::path_exists(q.job_path(State::active, id)))
+      continue;
+    if (JobLock l = try_lock(q.lock_path(id))) {
+      if (!posix::path_exists(q.job_path(State::pending, id)) && !posix::path_exists(q.job_path(State::active, id)))
+        posix::unlink_file(q.lock_path(id));
+    }
+  }
+  if (removed) logger()->info("purged {} finished jobs older than {} s", removed, older_than.count());
+  return removed;
+}
+
+bool Queue::writable() const {
+  try {
+    posix::write_file_atomic(impl_->tmp(), impl_->tmp() / (".probe-" + posix::random_hex(6)), "x",
+                             false);
+    for (auto& n : posix::list_dir(impl_->tmp()))
+      if (n.rfind(".probe-", 0) == 0 && n.find(".tmp") == std::string::npos)
+        posix::unlink_file(impl_->tmp() / n);
+    return true;
+  } catch (const QueueError& e) {
+    logger()->warn("queue {} not writable: {}", impl_->dir.string(), e.what());
+    return false;
+  }
+}
+
+SelfTest Queue::selftest() const { return selftest(impl_->dir); }
+
+SelfTest Queue::selftest(const fs::path& dir) {
+  SelfTest t;
+  FsKind k = filesystem_of(dir);
+  t.filesystem = k.name;
+  t.local = k.local;
+  fs::path p = dir / (".selftest-" + posix::hostname() + "-" + std::to_string(::getpid()) + "-" +
+                      posix::random_hex(4) + ".lock");
+  Fd a(::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!a) posix::fail(p, "create self-test lock file", errno);
+  struct Cleanup {
+    const fs::path& path;
+    ~Cleanup() { ::unlink(path.c_str()); }
+  } cleanup{p};
+  t.writable = true;
+  Fd b(::open(p.c_str(), O_RDWR | O_CLOEXEC));
+  if (!b) posix::fail(p, "open self-test lock file", errno);
+  if (::flock(a.get(), LOCK_EX | LOCK_NB) != 0) posix::fail(p, "flock (first descriptor)", errno);
+  int r = ::flock(b.get(), LOCK_EX | LOCK_NB);
+  int err = errno;
+  if (r != 0 && (err == EWOULDBLOCK || err == EACCES)) {
+    t.flock_excludes = true;
+    t.message = "queue " + dir.string() + ": flock excludes a second descriptor (" + k.name + ")";
+  } else if (r == 0) {
+    t.message = "queue " + dir.string() + ": flock does not exclude a second descriptor on " +
+                k.name + " (a nolock/nobrl mount?): claims would not be exclusive; mount with "
+                "locking, or run lease-only if every host agrees";
+  } else {
+    t.message = "queue " + dir.string() + ": flock on a second descriptor failed: " +
+                std::strerror(err);
+  }
+  return t;
+}
+
+}  // namespace iaserve::queue

@@ -1,0 +1,223 @@
+#pragma once
+// The disk queue: a folder (local or on a CIFS/SMB share mounted on every
+// host) where the server writes jobs and workers on any host claim them.
+//
+// Layout (docs/queue.md): pending/ active/ done/ failed/ cancelled/ hold one
+// JSON file per job, "<id>.json"; tmp/ holds files being written; locks/
+// holds one empty lock file per job. The id sorts oldest-first with the
+// priority honoured: "<priority inverted>-<ns timestamp>-<slide hash>-<random>".
+// A job moves between states by rename; a claim is the rename
+// pending -> active made while holding flock on locks/<id>.lock; the worker
+// keeps a lease (active/<id>.lease, host, pid, time) fresh while it runs.
+//
+// Nothing here knows HTTP or the IA-API: the payload is opaque JSON. It may
+// hold a bearer token, so job files are 0600, folders 0700, and the payload is
+// never logged.
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace iaserve::queue {
+
+enum class State { pending, active, done, failed, cancelled };
+std::string_view to_string(State s);
+// "pending", "active", ...; nullopt for anything else.
+std::optional<State> state_from_string(std::string_view name);
+
+// How a waiting worker hears of new jobs. automatic: inotify when the folder
+// is on a local filesystem, polling on CIFS/SMB/NFS/FUSE (inotify does not
+// see other hosts' writes there).
+enum class Wakeup { automatic, inotify, poll };
+
+struct Options {
+  // How often a claim refreshes its lease, and when a lease counts as stale.
+  // Host clocks must agree to well within lease_timeout.
+  std::chrono::milliseconds lease_interval{2000};
+  std::chrono::milliseconds lease_timeout{30000};
+  // A job that failed (or whose worker died) this many times goes to failed/.
+  int max_attempts = 3;
+  Wakeup wakeup = Wakeup::automatic;
+  // Polling period (a random jitter of up to 50 % is added); with inotify it
+  // is only the safety-net rescan period.
+  std::chrono::milliseconds poll_interval{500};
+  // wait_claim() sweeps for orphans at most this often (0 = never; then the
+  // caller runs recover_orphans() itself).
+  std::chrono::milliseconds recover_interval{15000};
+  // Accept a folder where flock does not exclude (nolock/nobrl mounts):
+  // claims then rely on the rename and the lease alone.
+  bool lease_only = false;
+  // Create the folder and its state folders when absent.
+  bool create = true;
+};
+
+// What the server enqueues. (app_id, slide_key) is the coalescing key.
+struct JobSpec {
+  std::string slide_key;
+  std::string app_id;
+  int priority = 0;  // higher runs first; clamped to [-49999, 49999]
+  boost::json::object payload;
+};
+
+struct Lease {
+  std::string host;
+  long pid = 0;
+  std::chrono::system_clock::time_point time;
+};
+
+struct Job {
+  std::string id;
+  State state = State::pending;
+  std::string slide_key;
+  std::string app_id;
+  int priority = 0;
+  int attempts = 0;  // failed runs so far (fail with retry, or a lost worker)
+  boost::json::object payload;
+  std::chrono::system_clock::time_point enqueued;
+  std::chrono::system_clock::time_point finished;  // epoch when not finished
+  std::string last_error;                          // why the last run failed
+  boost::json::object summary;                     // what complete() recorded
+  std::optional<Lease> lease;                      // active jobs only
+  bool cancel_requested = false;                   // active jobs only
+};
+
+struct Stats {
+  std::size_t pending = 0, active = 0, done = 0, failed = 0, cancelled = 0;
+  std::optional<std::chrono::milliseconds> oldest_pending_age;
+  std::vector<Job> active_jobs;  // with lease (host, pid, time) when readable
+};
+
+struct RecoverReport {
+  std::size_t requeued = 0;  // back to pending, attempts + 1
+  std::size_t failed = 0;    // past max_attempts
+  std::size_t cancelled = 0; // had a cancel mark
+  std::size_t cleaned = 0;   // leftovers of interrupted transitions removed
+};
+
+struct SelfTest {
+  bool flock_excludes = false;  // a second descriptor got EWOULDBLOCK
+  bool writable = false;
+  std::string filesystem;       // "ext4/local", "cifs", "fuse", ...
+  bool local = false;           // inotify usable
+  std::string message;          // human-readable verdict
+};
+
+// Every failure: names the file and the cause ("queue /q/pending/x.json:
+// write: No space left on device").
+class QueueError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+class Queue;
+
+// A claimed job. Movable, not copyable. While it lives it holds the job's
+// lock and a thread refreshes the lease. Ending it: complete(), fail() or
+// release(); destroying it without one of them releases the job (back to
+// pending, attempts unchanged).
+class Claim {
+ public:
+  Claim(Claim&&) noexcept;
+  Claim& operator=(Claim&&) noexcept;
+  ~Claim();
+
+  const Job& job() const;
+  // A cancel mark was set for this job, or the claim was lost (the job was
+  // recovered by another host after the lease went stale). Checked on disk
+  // at every call: call it at each step, not in a tight loop.
+  bool cancel_requested() const;
+  // True until complete/fail/release.
+  bool held() const;
+
+  // -> done/ with the summary. Throws QueueError (the job then stays
+  // claimed; destroying the claim releases it).
+  void complete(const boost::json::object& summary = {});
+  // retry: back to pending with attempts + 1 (to failed/ once attempts reach
+  // max_attempts); no retry: straight to failed/. The reason is recorded.
+  void fail(const std::string& reason, bool retry);
+  // Back to pending without counting an attempt (graceful shutdown). A job
+  // whose cancel mark is set goes to cancelled/ instead.
+  void release();
+
+ private:
+  friend class Queue;
+  struct Impl;
+  explicit Claim(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class Queue {
+ public:
+  // Opens (and with Options::create makes) the queue folder, runs the flock
+  // self-test and throws QueueError naming the folder and the cause.
+  explicit Queue(std::filesystem::path dir, Options options = {});
+  ~Queue();
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+
+  const std::filesystem::path& dir() const;
+  const Options& options() const;
+  // The wake-up in use after Wakeup::automatic was resolved.
+  Wakeup wakeup() const;
+
+  // Durable before it returns (temp, fsync, rename, folder fsync). Replaces
+  // any pending job of the same (app_id, slide_key) (the newest payload
+  // wins). Returns the job id.
+  std::string enqueue(const JobSpec& spec);
+
+  // The first claimable pending job, oldest first by priority; jobs whose
+  // slide is active are skipped until that run ends. Corrupt job files are
+  // moved to failed/ on the way (logged, never thrown).
+  std::optional<Claim> try_claim();
+  // Waits up to timeout for a claimable job (inotify or polling).
+  std::optional<Claim> wait_claim(std::chrono::milliseconds timeout);
+  // Wakes every wait_claim() of this object now (they return nullopt unless
+  // a job is claimable): call it from a signal-handling thread to shut down.
+  void interrupt();
+
+  // Pending -> cancelled/, active -> a cancel mark its worker sees.
+  // False when no pending or active job has that id.
+  bool cancel(const std::string& job_id);
+  // Every pending or active job of that slide; returns how many.
+  std::size_t cancel_slide(const std::string& app_id, const std::string& slide_key);
+  // Like cancel_slide for every app (iaqueue cancel --slide KEY).
+  std::size_t cancel_slide_any_app(const std::string& slide_key);
+
+  // done/, failed/ or cancelled/ -> pending with attempts 0. False when the
+  // id is not in one of those.
+  bool requeue(const std::string& job_id);
+
+  Stats stats() const;
+  // Jobs of one state, in id order (the claim order for pending).
+  std::vector<Job> list(State state) const;
+  // The job in whatever state it is.
+  std::optional<Job> find(const std::string& job_id) const;
+
+  // Active jobs whose lock is free and whose lease is older than
+  // lease_timeout go back to pending with attempts + 1, or to failed/ past
+  // max_attempts (cancelled/ when marked), recording why.
+  RecoverReport recover_orphans();
+  // Removes done/, failed/, cancelled/ entries finished longer ago than
+  // older_than, and stale lock/temp files. Returns the jobs removed.
+  std::size_t purge(std::chrono::seconds older_than);
+
+  // Can a file be created, written, fsynced and removed in the folder now.
+  bool writable() const;
+  SelfTest selftest() const;
+  // The self-test on a folder without opening a queue there (iaqueue).
+  static SelfTest selftest(const std::filesystem::path& dir);
+
+ private:
+  friend class Claim;
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace iaserve::queue

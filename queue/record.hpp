@@ -1,0 +1,55 @@
+#pragma once
+// The queue's records: job ids, job files and lease files as JSON.
+#include <boost/json/value.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "queue/queue.hpp"
+
+namespace iaserve::queue::record {
+
+// "<priority inverted, 5 digits>-<ns timestamp, 20 digits>-<slide hash, 16
+// hex>-<random, 8 hex>": a plain name sort is the claim order.
+struct IdParts {
+  int priority = 0;
+  std::int64_t time_ns = 0;
+  std::string slide_hash;
+  std::string random;
+};
+constexpr int kMaxPriority = 49999;
+std::string make_id(int priority, std::int64_t time_ns, std::string_view slide_hash,
+                    std::string_view random);
+std::optional<IdParts> parse_id(std::string_view id);
+std::string slide_hash(std::string_view app_id, std::string_view slide_key);
+
+// The transition a job file records before it moves out of active/, so that
+// recovery finishes an interrupted one instead of counting a lost run. It is
+// trusted only when its run matches the lease's run.
+struct Outcome {
+  std::string state;  // "done", "failed", "pending", "cancelled"
+  std::string run;
+};
+
+struct JobFile {
+  Job job;  // state is not stored: the folder says it
+  std::optional<Outcome> outcome;
+};
+
+std::string encode_job(const JobFile& f);
+// Throws QueueError("... : <why>") on anything but a well-formed job file.
+JobFile decode_job(std::string_view text, std::string_view id_from_name);
+
+struct LeaseFile {
+  Lease lease;
+  std::string run;
+};
+std::string encode_lease(const LeaseFile& l);
+std::optional<LeaseFile> decode_lease(std::string_view text);  // nullopt when malformed
+
+std::chrono::system_clock::time_point from_ns(std::int64_t ns);
+std::int64_t to_ns(std::chrono::system_clock::time_point t);
+
+}  // namespace iaserve::queue::record
