@@ -1,0 +1,587 @@
+#include "iaapi/client.hpp"
+
+#include "iaapi/download.hpp"
+#include "iaapi/log.hpp"
+#include "iaapi/multipart.hpp"
+#include "iaapi/version.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <curl/curl.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <ctime>
+#include <exception>
+#include <mutex>
+#include <random>
+#include <thread>
+
+namespace iaserve::iaapi {
+
+const char* to_string(CallbackErrorKind kind) {
+  switch (kind) {
+    case CallbackErrorKind::token_expired: return "token_expired";
+    case CallbackErrorKind::not_found: return "not_found";
+    case CallbackErrorKind::conflict: return "conflict";
+    case CallbackErrorKind::client: return "client";
+    case CallbackErrorKind::server: return "server";
+    case CallbackErrorKind::transport: return "transport";
+    case CallbackErrorKind::protocol: return "protocol";
+    case CallbackErrorKind::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+std::string url_encode(std::string_view s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += ch;
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::shared_ptr<spdlog::logger> logger() { return log::get("iaapi"); }
+
+void global_init() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+const char* reason(long status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 406: return "Not Acceptable";
+    case 409: return "Conflict";
+    case 410: return "Gone";
+    case 412: return "Precondition Failed";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "";
+  }
+}
+
+std::string status_text(long status) {
+  std::string s = std::to_string(status);
+  const char* r = reason(status);
+  if (*r) s.append(" ").append(r);
+  return s;
+}
+
+// What an error answer says, for the message: {"error": "..."} when DPAT
+// sends JSON, else the start of the body, printable characters only.
+std::string error_detail(const std::string& body) {
+  if (body.empty()) return {};
+  auto parsed = parse_json(body, 8);
+  if (parsed && parsed.value->is_object()) {
+    const auto& o = parsed.value->get_object();
+    for (const char* key : {"error", "message", "title", "detail"}) {
+      auto it = o.find(key);
+      if (it != o.end() && it->value().is_string()) {
+        std::string s(it->value().get_string());
+        if (s.size() > 300) s = s.substr(0, 300) + "...";
+        return s;
+      }
+    }
+  }
+  std::string s;
+  for (char ch : body) {
+    if (s.size() >= 200) {
+      s += "...";
+      break;
+    }
+    auto c = static_cast<unsigned char>(ch);
+    s += (c < 0x20 || c == 0x7f) ? ' ' : ch;
+  }
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+CallbackErrorKind kind_for(long status) {
+  if (status == 401) return CallbackErrorKind::token_expired;
+  if (status == 404) return CallbackErrorKind::not_found;
+  if (status == 409) return CallbackErrorKind::conflict;
+  if (status >= 500) return CallbackErrorKind::server;
+  if (status >= 400) return CallbackErrorKind::client;
+  return CallbackErrorKind::protocol;  // 1xx/2xx/3xx we did not expect
+}
+
+// Seconds to wait from a Retry-After value (delta-seconds or an HTTP date).
+std::optional<std::chrono::milliseconds> parse_retry_after(const std::string& v) {
+  if (v.empty()) return std::nullopt;
+  if (std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    if (v.size() > 9) return std::chrono::hours(24 * 365);
+    return std::chrono::seconds(std::stol(v));
+  }
+  const time_t when = curl_getdate(v.c_str(), nullptr);
+  if (when < 0) return std::nullopt;
+  const time_t now = std::time(nullptr);
+  return std::chrono::seconds(when > now ? when - now : 0);
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+// ---- one HTTP exchange -------------------------------------------------------
+
+struct Response {
+  long status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+  std::string header(std::string_view name) const {
+    for (auto& [n, v] : headers)
+      if (n == name) return v;
+    return {};
+  }
+};
+
+struct CallbackClient::Impl {
+  CallbackInfo callback;
+  ClientOptions options;
+  std::string base;  // callback.url without trailing '/'
+  CURL* curl = nullptr;
+  std::uint64_t requests = 0;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  // State of the running exchange, read by the curl callbacks.
+  struct Exchange {
+    Impl* self = nullptr;
+    Response response;
+    StreamSink* sink = nullptr;
+    bool sink_started = false;
+    bool too_large = false;
+    std::exception_ptr error;  // thrown by the sink inside a callback
+  };
+
+  Impl(CallbackInfo cb, ClientOptions opt) : callback(std::move(cb)), options(std::move(opt)) {
+    global_init();
+    base = callback.url;
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    if (base.empty()) throw std::invalid_argument("callback client: empty callback url");
+    curl = curl_easy_init();
+    if (!curl) throw std::runtime_error("callback client: curl_easy_init failed");
+    if (!options.verify_tls) {
+      static std::once_flag warned;
+      std::call_once(warned, [] {
+        logger()->warn("TLS certificate verification of the DPAT callback API is OFF: "
+                       "anyone on the path can read the slides and the bearer tokens");
+      });
+    }
+    if (options.max_attempts < 1) options.max_attempts = 1;
+  }
+  ~Impl() {
+    if (curl) curl_easy_cleanup(curl);
+  }
+
+  bool cancelled() const { return options.cancelled && options.cancelled(); }
+
+  static size_t on_header(char* data, size_t size, size_t n, void* user) {
+    auto* ex = static_cast<Exchange*>(user);
+    std::string_view line(data, size * n);
+    if (line.starts_with("HTTP/")) {  // a new response (after 100 Continue)
+      ex->response.headers.clear();
+      return size * n;
+    }
+    const auto colon = line.find(':');
+    if (colon == std::string_view::npos) return size * n;
+    std::string name = lower(std::string(line.substr(0, colon)));
+    std::string_view value = line.substr(colon + 1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+      value.remove_suffix(1);
+    ex->response.headers.emplace_back(std::move(name), std::string(value));
+    return size * n;
+  }
+
+  static size_t on_body(char* data, size_t size, size_t n, void* user) {
+    auto* ex = static_cast<Exchange*>(user);
+    const size_t len = size * n;
+    if (ex->sink && !ex->sink_started) {
+      curl_easy_getinfo(ex->self->curl, CURLINFO_RESPONSE_CODE, &ex->response.status);
+      if (ex->response.status >= 200 && ex->response.status < 300) {
+        ex->sink_started = true;
+        try {
+          ex->sink->begin(ex->response.status, ex->response.headers);
+        } catch (...) {
+          ex->error = std::current_exception();
+          return 0;
+        }
+      }
+    }
+    if (ex->sink_started) {
+      try {
+        ex->sink->data(data, len);
+      } catch (...) {
+        ex->error = std::current_exception();
+        return 0;
+      }
+      return len;
+    }
+    // Buffered answer (JSON, image, or an error body of a streamed route).
+    const std::size_t limit = ex->sink ? 64 * 1024 : ex->self->options.max_body_bytes;
+    if (ex->response.body.size() + len > limit) {
+      if (ex->sink) {  // an error body: keep its start for the message
+        ex->response.body.append(data, std::min(len, limit - ex->response.body.size()));
+        return len;
+      }
+      ex->too_large = true;
+      return 0;
+    }
+    ex->response.body.append(data, len);
+    return len;
+  }
+
+  static int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    auto* ex = static_cast<Exchange*>(user);
+    return ex->self->cancelled() ? 1 : 0;
+  }
+
+  // One attempt. Fills ex; returns curl's code.
+  CURLcode perform(const char* method, const std::string& path, const std::string* body,
+                   bool json_answer, Exchange& ex, char* errbuf) {
+    curl_easy_reset(curl);  // keeps the connection cache
+    const std::string url = base + path;
+    curl_slist* headers = nullptr;
+    const std::string auth = "Authorization: Bearer " + callback.token;
+    const std::string api = std::string("X-Sectra-ApiVersion: ") + kApiVersion;
+    headers = curl_slist_append(headers, auth.c_str());
+    headers = curl_slist_append(headers, api.c_str());
+    headers = curl_slist_append(headers, json_answer ? "Accept: application/json" : "Accept: */*");
+    headers = curl_slist_append(headers, "Expect:");
+    if (body) headers = curl_slist_append(headers, "Content-Type: application/json");
+    const std::string agent = std::string("iaserve/") + kSoftwareVersion;
+
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl, CURLOPT_USERAGENT, agent.c_str());
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    if (body) {
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->data());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
+      if (std::string_view(method) != "POST") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    } else if (std::string_view(method) == "GET") {
+      curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+    } else {
+      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+    }
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+                     static_cast<long>(options.connect_timeout.count()));
+    const auto total = ex.sink ? options.download_timeout : options.total_timeout;
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+    if (!options.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
+    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &Impl::on_header);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &ex);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Impl::on_body);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ex);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ex);
+    if (ex.sink) curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 64L * 1024);
+
+    errbuf[0] = 0;
+    ++requests;
+    const CURLcode rc = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ex.response.status);
+    curl_slist_free_all(headers);
+    return rc;
+  }
+
+  void sleep_for(std::chrono::milliseconds d, const std::string& step) {
+    const auto until = Clock::now() + d;
+    while (Clock::now() < until) {
+      if (cancelled()) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+      std::this_thread::sleep_for(
+          std::min<Clock::duration>(std::chrono::milliseconds(50), until - Clock::now()));
+    }
+  }
+
+  // The request with its retries; answers with a status in `ok` or throws.
+  Response call(const char* method, const std::string& path, const std::string* body,
+                std::initializer_list<long> ok, bool json_answer = true,
+                StreamSink* sink = nullptr) {
+    const std::string step = std::string(method) + " " + path;
+    const bool idempotent = std::string_view(method) != "POST";
+    const auto start = Clock::now();
+    char errbuf[CURL_ERROR_SIZE];
+    for (int attempt = 1;; ++attempt) {
+      if (cancelled()) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+      Exchange ex;
+      ex.self = this;
+      ex.sink = sink;
+      CURLcode rc = perform(method, path, body, json_answer, ex, errbuf);
+      if (rc == CURLE_OK && sink && !ex.sink_started && ex.response.status >= 200 &&
+          ex.response.status < 300) {
+        // An empty 2xx body: no write callback ran.
+        try {
+          ex.sink_started = true;
+          sink->begin(ex.response.status, ex.response.headers);
+        } catch (...) {
+          ex.error = std::current_exception();
+        }
+      }
+      if (rc == CURLE_OK && ex.sink_started && !ex.error) {
+        try {
+          sink->end();
+        } catch (...) {
+          ex.error = std::current_exception();
+        }
+      }
+      if (sink && (rc != CURLE_OK || ex.error || !ex.sink_started)) sink->abort();
+      if (ex.error) rethrow_with_step(step, ex.error);
+
+      std::string what;  // failure text when retryable
+      long status = 0;
+      bool retryable = false;
+      std::optional<std::chrono::milliseconds> retry_after;
+      if (rc != CURLE_OK) {
+        if (rc == CURLE_ABORTED_BY_CALLBACK)
+          throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+        if (ex.too_large)
+          throw CallbackError(CallbackErrorKind::protocol, ex.response.status,
+                              step + ": answer larger than " +
+                                  std::to_string(options.max_body_bytes) + " bytes");
+        what = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
+        if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+            rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT) {
+          throw CallbackError(CallbackErrorKind::transport, 0, step + ": " + what);
+        }
+        retryable = idempotent || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+      } else {
+        status = ex.response.status;
+        if (std::find(ok.begin(), ok.end(), status) != ok.end()) return std::move(ex.response);
+        what = status_text(status);
+        const std::string detail = error_detail(ex.response.body);
+        if (!detail.empty()) what += ": " + detail;
+        if (status == 429 || status >= 500) {
+          retryable = idempotent || status == 429 || status == 503;
+          retry_after = parse_retry_after(ex.response.header("retry-after"));
+        } else {
+          throw CallbackError(kind_for(status), status, step + ": " + what);
+        }
+      }
+      const CallbackErrorKind kind =
+          status ? kind_for(status) : CallbackErrorKind::transport;
+      const std::string attempts =
+          attempt > 1 ? " (after " + std::to_string(attempt) + " attempts)" : "";
+      if (!retryable || attempt >= options.max_attempts)
+        throw CallbackError(kind, status, step + ": " + what + attempts);
+      // Exponential backoff with jitter; Retry-After wins when given.
+      const double exp_ms = std::min<double>(
+          static_cast<double>(options.backoff_max.count()),
+          static_cast<double>(options.backoff_initial.count()) * (1u << std::min(attempt - 1, 20)));
+      std::uniform_real_distribution<double> jitter(0.5, 1.0);
+      auto delay = std::chrono::milliseconds(static_cast<long>(exp_ms * jitter(rng)));
+      if (retry_after) delay = *retry_after;
+      const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      if (spent + delay > options.max_retry_time)
+        throw CallbackError(kind, status,
+                            step + ": " + what + attempts + " (next retry in " +
+                                std::to_string(delay.count()) + " ms would exceed the " +
+                                std::to_string(options.max_retry_time.count()) + " ms budget)");
+      logger()->warn("{}: {}; retry {}/{} in {} ms", step, what, attempt, options.max_attempts - 1,
+                     delay.count());
+      sleep_for(delay, step);
+    }
+  }
+
+  [[noreturn]] static void rethrow_with_step(const std::string& step, std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const CallbackError&) {
+      throw;
+    } catch (const MultipartError& m) {
+      throw CallbackError(CallbackErrorKind::protocol, 0, step + ": " + m.what());
+    }
+  }
+
+  template <class T>
+  T decode_answer(const std::string& step, const Response& r) {
+    auto d = decode_body<T>(r.body);
+    if (!d)
+      throw CallbackError(CallbackErrorKind::protocol, r.status,
+                          step + ": malformed answer: " + d.error.what());
+    return std::move(*d.value);
+  }
+};
+
+// ---- the routes --------------------------------------------------------------
+
+CallbackClient::CallbackClient(CallbackInfo callback, ClientOptions options)
+    : impl_(std::make_unique<Impl>(std::move(callback), std::move(options))) {}
+CallbackClient::~CallbackClient() = default;
+CallbackClient::CallbackClient(CallbackClient&&) noexcept = default;
+CallbackClient& CallbackClient::operator=(CallbackClient&&) noexcept = default;
+
+std::uint64_t CallbackClient::requests_sent() const { return impl_->requests; }
+
+ApplicationInfo CallbackClient::get_info() {
+  const std::string path = "/info";
+  auto r = impl_->call("GET", path, nullptr, {200});
+  return impl_->decode_answer<ApplicationInfo>("GET " + path, r);
+}
+
+ImageInfo CallbackClient::get_image_info(std::string_view slide_id, bool extended,
+                                         bool include_phi) {
+  std::string path = "/slides/" + url_encode(slide_id) + "/info";
+  std::string query;
+  if (extended) query += "scope=extended";
+  if (include_phi) query += std::string(query.empty() ? "" : "&") + "includePHI=true";
+  if (!query.empty()) path += "?" + query;
+  auto r = impl_->call("GET", path, nullptr, {200});
+  return impl_->decode_answer<ImageInfo>("GET " + path, r);
+}
+
+std::optional<Bytes> CallbackClient::get_label(std::string_view slide_id) {
+  const std::string path = "/slides/" + url_encode(slide_id) + "/label";
+  auto r = impl_->call("GET", path, nullptr, {200, 204}, false);
+  if (r.status == 204) return std::nullopt;
+  return Bytes(r.body.begin(), r.body.end());
+}
+
+Bytes CallbackClient::get_tile(std::string_view slide_id, int level, int col, int row,
+                               std::string_view ext, std::optional<int> focal_plane,
+                               std::string_view optical_path) {
+  std::string path = "/images/" + url_encode(slide_id) + "_files/" + std::to_string(level) + "/" +
+                     std::to_string(col) + "_" + std::to_string(row);
+  if (focal_plane) path += "_" + std::to_string(*focal_plane);
+  path += "." + url_encode(ext);
+  if (!optical_path.empty()) path += "?opticalPath=" + url_encode(optical_path);
+  auto r = impl_->call("GET", path, nullptr, {200}, false);
+  return Bytes(r.body.begin(), r.body.end());
+}
+
+std::vector<StoredResult> CallbackClient::list_results(std::string_view app_id,
+                                                       std::string_view slide_id) {
+  const std::string path =
+      "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id);
+  auto r = impl_->call("GET", path, nullptr, {200});
+  return impl_->decode_answer<std::vector<StoredResult>>("GET " + path, r);
+}
+
+StoredResult CallbackClient::get_result(std::string_view app_id, std::int64_t id) {
+  const std::string path = "/applications/" + url_encode(app_id) + "/results/" + std::to_string(id);
+  auto r = impl_->call("GET", path, nullptr, {200});
+  return impl_->decode_answer<StoredResult>("GET " + path, r);
+}
+
+StoredResult CallbackClient::create_result(std::string_view app_id, const Result& result) {
+  const std::string path = "/applications/" + url_encode(app_id) + "/results";
+  const std::string body = boost::json::serialize(to_json(result));
+  auto r = impl_->call("POST", path, &body, {201, 200});
+  return impl_->decode_answer<StoredResult>("POST " + path, r);
+}
+
+StoredResult CallbackClient::update_result(std::string_view app_id, const StoredResult& result) {
+  const std::string path =
+      "/applications/" + url_encode(app_id) + "/results/" + std::to_string(result.id);
+  const std::string body = boost::json::serialize(to_json(result));
+  auto r = impl_->call("PUT", path, &body, {200, 201});
+  return impl_->decode_answer<StoredResult>("PUT " + path, r);
+}
+
+StoredResult CallbackClient::upsert_result(std::string_view app_id, std::string_view slide_id,
+                                           const Result& result) {
+  constexpr int kConflictRetries = 2;
+  for (int round = 0;; ++round) {
+    const auto list = list_results(app_id, slide_id);
+    if (list.empty()) {
+      StoredResult created = create_result(app_id, result);
+      return created;
+    }
+    const auto newest = std::max_element(
+        list.begin(), list.end(), [](const StoredResult& a, const StoredResult& b) { return a.id < b.id; });
+    StoredResult s;
+    static_cast<Result&>(s) = result;
+    if (s.slide_id.empty()) s.slide_id = std::string(slide_id);
+    s.id = newest->id;
+    s.version_id = newest->version_id;
+    try {
+      return update_result(app_id, s);
+    } catch (const CallbackError& e) {
+      if (e.kind() != CallbackErrorKind::conflict || round >= kConflictRetries) throw;
+      logger()->info("result {} of {} on slide {} changed meanwhile ({}); listing again", s.id,
+                     app_id, slide_id, e.what());
+    }
+  }
+}
+
+std::vector<CaseImageInfo> CallbackClient::get_case_images(std::string_view accession_number,
+                                                           bool include_phi,
+                                                           std::string_view issuer_id) {
+  std::string path = "/requests/" + url_encode(accession_number) + "/images/info";
+  std::string query;
+  if (include_phi) query += "includePHI=true";
+  if (!issuer_id.empty())
+    query += std::string(query.empty() ? "" : "&") + "accessionNumberIssuerId=" + url_encode(issuer_id);
+  if (!query.empty()) path += "?" + query;
+  auto r = impl_->call("GET", path, nullptr, {200});
+  return impl_->decode_answer<std::vector<CaseImageInfo>>("GET " + path, r);
+}
+
+std::vector<CaseImageInfo> CallbackClient::get_slide_case_images(std::string_view slide_id) {
+  const std::string path = "/slides/" + url_encode(slide_id) + "/request/images/info";
+  auto r = impl_->call("GET", path, nullptr, {200});
+  return impl_->decode_answer<std::vector<CaseImageInfo>>("GET " + path, r);
+}
+
+void CallbackClient::put_quality_control(std::string_view slide_id, const QualityControl& qc) {
+  const std::string path = "/slides/" + url_encode(slide_id) + "/qualityControl";
+  const std::string body = boost::json::serialize(to_json(qc));
+  impl_->call("PUT", path, &body, {200, 201, 204});
+}
+
+std::vector<std::filesystem::path> CallbackClient::download_files(
+    std::string_view slide_id, const std::filesystem::path& folder, const ProgressFn& progress) {
+  const std::string path = "/slides/" + url_encode(slide_id) + "/files";
+  FileDownload dl(folder, slide_id, progress);
+  if (auto done = dl.already_complete()) {
+    logger()->debug("slide {}: {} file(s) already in {}", slide_id, done->size(), folder.string());
+    return *done;
+  }
+  impl_->call("GET", path, nullptr, {200}, false, &dl);
+  return dl.files();
+}
+
+}  // namespace iaserve::iaapi

@@ -1,0 +1,144 @@
+#pragma once
+// The IA-API callback client: the app calling DPAT back (IA-API.md,
+// "Outbound"). libcurl underneath, one easy handle per client so the
+// connection to DPAT is kept alive between calls. Blocking and
+// thread-compatible: one client per thread or job, never shared unlocked.
+//
+// Every request sends Authorization: Bearer <token>, X-Sectra-ApiVersion
+// and Accept: application/json. Connection errors, timeouts, 5xx and 429 are
+// retried with exponential backoff and jitter (Retry-After honoured),
+// bounded by ClientOptions::max_attempts and ::max_retry_time; other 4xx
+// never are. A POST (not idempotent) is retried only when DPAT cannot have
+// acted on it: connection refused, 429, 503. Failures are CallbackError,
+// whose message names the step and the status and never the token:
+//   "PUT /applications/tissue/results/12: 409 Conflict: stale versionId".
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "iaapi/messages.hpp"
+
+namespace iaserve::iaapi {
+
+using Bytes = std::vector<std::uint8_t>;
+
+enum class CallbackErrorKind {
+  token_expired,  // 401: the invocation's token died; report, never retry
+  not_found,      // 404
+  conflict,       // 409 (stale versionId on PUT)
+  client,         // any other 4xx
+  server,         // 5xx, after the retries
+  transport,      // connection / timeout, after the retries
+  protocol,       // an answer the client cannot use (malformed JSON, multipart, file name)
+  cancelled,      // ClientOptions::cancelled said stop
+};
+const char* to_string(CallbackErrorKind kind);
+
+class CallbackError : public std::runtime_error {
+ public:
+  CallbackError(CallbackErrorKind kind, long status, const std::string& message)
+      : std::runtime_error(message), kind_(kind), status_(status) {}
+  CallbackErrorKind kind() const { return kind_; }
+  long status() const { return status_; }  // HTTP status, 0 when none
+ private:
+  CallbackErrorKind kind_;
+  long status_;
+};
+
+struct ClientOptions {
+  std::chrono::milliseconds connect_timeout{10'000};
+  // Whole request, JSON and image routes. Downloads have their own limit.
+  std::chrono::milliseconds total_timeout{60'000};
+  // 0 = no limit on the whole download; the low-speed limit still applies.
+  std::chrono::milliseconds download_timeout{0};
+  // Give up when fewer than low_speed_bytes arrive per low_speed_time.
+  long low_speed_bytes = 1;
+  std::chrono::seconds low_speed_time{30};
+  int max_attempts = 4;                             // first try included
+  std::chrono::milliseconds max_retry_time{60'000};  // backoff budget of one call
+  std::chrono::milliseconds backoff_initial{250};
+  std::chrono::milliseconds backoff_max{8'000};
+  std::size_t max_body_bytes = 64u << 20;  // JSON, label, tile answers
+  bool verify_tls = true;
+  std::string ca_file;  // empty: the system's CA store
+  // Polled during transfers and between retries; true aborts with kind cancelled.
+  std::function<bool()> cancelled;
+};
+
+// bytes_done so far, total when known (Content-Length of the answer) else 0.
+using ProgressFn = std::function<void(std::uint64_t bytes_done, std::uint64_t total)>;
+
+class CallbackClient {
+ public:
+  CallbackClient(CallbackInfo callback, ClientOptions options = {});
+  ~CallbackClient();
+  CallbackClient(CallbackClient&&) noexcept;
+  CallbackClient& operator=(CallbackClient&&) noexcept;
+  CallbackClient(const CallbackClient&) = delete;
+  CallbackClient& operator=(const CallbackClient&) = delete;
+
+  // GET /info: DPAT's {apiVersion, softwareVersion}.
+  ApplicationInfo get_info();
+  // GET /slides/{id}/info[?scope=extended][&includePHI=true]: an ImageInfo.
+  ImageInfo get_image_info(std::string_view slide_id, bool extended = false, bool include_phi = false);
+  // GET /slides/{id}/label: image bytes, nullopt on 204 (no label).
+  std::optional<Bytes> get_label(std::string_view slide_id);
+  // GET /images/{id}_files/{level}/{col}_{row}[_{focal}].{ext}[?opticalPath=]
+  Bytes get_tile(std::string_view slide_id, int level, int col, int row,
+                 std::string_view ext = "jpg", std::optional<int> focal_plane = std::nullopt,
+                 std::string_view optical_path = {});
+
+  // Results of one app. A stored Result carries id (int) and versionId.
+  std::vector<StoredResult> list_results(std::string_view app_id, std::string_view slide_id);
+  StoredResult get_result(std::string_view app_id, std::int64_t id);
+  // POST; DPAT answers 201 (200 accepted) with the stored result.
+  StoredResult create_result(std::string_view app_id, const Result& result);
+  // PUT /applications/{app}/results/{result.id}; result.version_id must be the
+  // version it replaces (409 conflict otherwise).
+  StoredResult update_result(std::string_view app_id, const StoredResult& result);
+  // One result of the app per slide: list, PUT over the newest (highest id)
+  // with its versionId, else POST. A 409 (someone updated it meanwhile)
+  // re-lists and retries, twice at most.
+  StoredResult upsert_result(std::string_view app_id, std::string_view slide_id,
+                             const Result& result);
+
+  // GET /requests/{accession}/images/info[?includePHI=true][&accessionNumberIssuerId=]
+  std::vector<CaseImageInfo> get_case_images(std::string_view accession_number, bool include_phi = false,
+                       std::string_view issuer_id = {});
+  // GET /slides/{id}/request/images/info
+  std::vector<CaseImageInfo> get_slide_case_images(std::string_view slide_id);
+  // PUT /slides/{id}/qualityControl {applicationVersion, qualityControl {status, versionId}}
+  void put_quality_control(std::string_view slide_id, const QualityControl& qc);
+
+  // GET /slides/{id}/files into `folder` (created if absent); the paths of
+  // the slide's files, in the order DPAT sent them. Streams with constant
+  // memory; each file is written as NAME.part, fsynced, then renamed.
+  // A manifest (folder/.iaserve-download) records each finished file with its
+  // size and, once all arrived, the slide id and "complete": a repeat call
+  // for a complete, unchanged folder makes no request at all; a repeat after
+  // an interrupted download re-requests but does not rewrite files the
+  // manifest lists with their size. On any failure the .part files are
+  // removed and no partial file stands under a final name.
+  std::vector<std::filesystem::path> download_files(std::string_view slide_id,
+                                                    const std::filesystem::path& folder,
+                                                    const ProgressFn& progress = {});
+
+  // The number of HTTP requests sent (retries included); for tests and logs.
+  std::uint64_t requests_sent() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Percent-encodes one path segment or query value (RFC 3986 unreserved kept).
+std::string url_encode(std::string_view s);
+
+}  // namespace iaserve::iaapi
