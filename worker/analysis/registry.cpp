@@ -1,0 +1,17 @@
+// The built-in analyses, in the order they are listed. Adding one: a new
+// file exporting its Descriptor, plus one line here.
+#include "worker/analysis/analysis.hpp"
+
+namespace iaserve::analysis {
+
+extern const Descriptor tissue_analysis;
+
+namespace {
+const Descriptor* const kAnalyses[] = {
+    &tissue_analysis,
+};
+}  // namespace
+
+std::span<const Descriptor* const> all() { return kAnalyses; }
+
+}  // namespace iaserve::analysis
