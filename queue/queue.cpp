@@ -473,8 +473,8 @@ RecoverReport Queue::Impl::recover() {
     f->job.attempts += 1;
     std::string who = lease ? lease->lease.host + " pid " + std::to_string(lease->lease.pid)
                             : std::string("unknown worker");
-    f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count() / 1000) +
-                        " s old)";
+    f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count()) +
+                        " ms old)";
     State to = State::pending;
     if (posix::path_exists(mark_path(id))) {
       to = State::cancelled;

@@ -1,0 +1,560 @@
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <boost/json.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "queue/queue.hpp"
+#include "queue/record.hpp"
+#include "tests/support/process.hpp"
+
+using namespace iaserve::queue;
+using iaserve::test::TempDir;
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+JobSpec spec(const std::string& slide, int priority = 0, const std::string& app = "tissue") {
+  JobSpec s;
+  s.slide_key = slide;
+  s.app_id = app;
+  s.priority = priority;
+  s.payload = json::object{{"slide", slide}, {"token", "secret-bearer-token"}};
+  return s;
+}
+
+std::vector<std::string> files(const fs::path& dir, const std::string& suffix = ".json") {
+  std::vector<std::string> out;
+  for (auto& e : fs::directory_iterator(dir)) {
+    auto n = e.path().filename().string();
+    if (n.size() >= suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.push_back(n);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Options fast() {
+  Options o;
+  o.lease_interval = 50ms;
+  o.lease_timeout = 300ms;
+  o.recover_interval = 0ms;
+  return o;
+}
+
+// Runs fn in a forked child; its exit code (128+signal when killed).
+template <class F>
+int in_child(F fn) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    int code = 99;
+    try {
+      code = fn();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child: %s\n", e.what());
+      code = 98;
+    }
+    ::_exit(code);
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFSIGNALED(st) ? 128 + WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+}  // namespace
+
+TEST_CASE("opening makes the state folders 0700 and runs the flock self-test", "[queue]") {
+  TempDir t;
+  Queue q(t / "q");
+  for (auto s : {"pending", "active", "done", "failed", "cancelled", "tmp", "locks"}) {
+    struct stat st {};
+    REQUIRE(::stat((t / "q" / s).c_str(), &st) == 0);
+    CHECK(S_ISDIR(st.st_mode));
+    CHECK((st.st_mode & 0777) == 0700);
+  }
+  auto s = q.selftest();
+  CHECK(s.flock_excludes);
+  CHECK(s.writable);
+  CHECK(s.local);
+  CHECK(q.wakeup() == Wakeup::inotify);
+  CHECK(q.writable());
+  CHECK(files(t / "q", ".lock").empty());  // the self-test lock file is gone
+}
+
+TEST_CASE("a file where a state folder should be is an error naming it", "[queue][error]") {
+  TempDir t;
+  fs::create_directories(t / "q");
+  std::ofstream(t / "q" / "active") << "x";
+  REQUIRE_THROWS_WITH(Queue(t / "q"), Catch::Matches(".*/q/active: (not a folder|create folder.*)"));
+  Options o;
+  o.create = false;
+  REQUIRE_THROWS_WITH(Queue(t / "absent", o), Catch::Contains("absent: no such folder"));
+}
+
+TEST_CASE("job and lease records survive a round trip", "[queue][record]") {
+  record::JobFile f;
+  f.job.id = record::make_id(7, 1234567890123456789LL, record::slide_hash("a", "s"), "0badf00d");
+  f.job.app_id = "a";
+  f.job.slide_key = "s";
+  f.job.priority = 7;
+  f.job.attempts = 2;
+  f.job.enqueued = record::from_ns(1234567890123456789LL);
+  f.job.finished = record::from_ns(1234567890123456999LL);
+  f.job.last_error = "boom";
+  f.job.summary = json::object{{"n", 3}};
+  f.job.payload = json::object{{"x", json::array{1, 2}}};
+  f.outcome = record::Outcome{"done", "r1"};
+  auto text = record::encode_job(f);
+  auto back = record::decode_job(text, f.job.id);
+  CHECK(record::encode_job(back) == text);
+  auto p = record::parse_id(f.job.id);
+  REQUIRE(p);
+  CHECK(p->priority == 7);
+  CHECK(p->time_ns == 1234567890123456789LL);
+  CHECK_FALSE(record::parse_id("../../etc/passwd"));
+  REQUIRE_THROWS_WITH(record::decode_job(text, "other"), Catch::Contains("does not match the file name"));
+  REQUIRE_THROWS_WITH(record::decode_job("{\"id\":1}", "x"), Catch::Contains("field id: expected string"));
+  REQUIRE_THROWS_WITH(record::decode_job("[", "x"), Catch::Contains("not JSON"));
+
+  record::LeaseFile l{{"host1", 42, record::from_ns(99)}, "run"};
+  auto lt = record::encode_lease(l);
+  auto lb = record::decode_lease(lt);
+  REQUIRE(lb);
+  CHECK(record::encode_lease(*lb) == lt);
+  CHECK_FALSE(record::decode_lease("{\"host\":3}"));
+}
+
+TEST_CASE("enqueue writes one 0600 file; claims go by priority, then age", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto a = q.enqueue(spec("s1"));
+  auto b = q.enqueue(spec("s2", 5));
+  auto c = q.enqueue(spec("s3"));
+  REQUIRE(files(t / "q" / "pending").size() == 3);
+  struct stat st {};
+  REQUIRE(::stat((t / "q" / "pending" / (a + ".json")).c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  CHECK(files(t / "q" / "tmp", "").empty());
+  auto job = q.find(a);
+  REQUIRE(job);
+  CHECK(job->state == State::pending);
+  CHECK(job->slide_key == "s1");
+  CHECK(job->payload.at("token") == "secret-bearer-token");
+
+  std::vector<std::string> order;
+  for (int i = 0; i < 3; ++i) {
+    auto claim = q.try_claim();
+    REQUIRE(claim);
+    order.push_back(claim->job().id);
+    claim->complete();
+  }
+  CHECK(order == std::vector<std::string>{b, a, c});
+  CHECK_FALSE(q.try_claim());
+  CHECK(q.stats().done == 3);
+}
+
+TEST_CASE("claim, lease, complete: active then done, the lock file removed", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto id = q.enqueue(spec("s1"));
+  auto claim = q.try_claim();
+  REQUIRE(claim);
+  CHECK(claim->held());
+  CHECK(claim->job().id == id);
+  CHECK(claim->job().state == State::active);
+  CHECK(fs::exists(t / "q" / "active" / (id + ".json")));
+  CHECK(fs::exists(t / "q" / "active" / (id + ".lease")));
+  CHECK(fs::exists(t / "q" / "locks" / (id + ".lock")));
+  CHECK_FALSE(q.try_claim());  // nothing else pending
+
+  auto st = q.stats();
+  CHECK(st.active == 1);
+  REQUIRE(st.active_jobs.size() == 1);
+  REQUIRE(st.active_jobs[0].lease);
+  CHECK(st.active_jobs[0].lease->pid == ::getpid());
+
+  claim->complete(json::object{{"regions", 4}});
+  CHECK_FALSE(claim->held());
+  CHECK_THROWS_WITH(claim->complete(), Catch::Contains("claim already ended"));
+  auto done = q.find(id);
+  REQUIRE(done);
+  CHECK(done->state == State::done);
+  CHECK(done->summary.at("regions") == 4);
+  CHECK(done->finished.time_since_epoch().count() != 0);
+  CHECK(files(t / "q" / "active", "").empty());
+  CHECK_FALSE(fs::exists(t / "q" / "locks" / (id + ".lock")));
+}
+
+TEST_CASE("fail with retry counts attempts up to max_attempts, then failed/", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.max_attempts = 2;
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    c->fail("download: timeout", true);
+  }
+  auto j = q.find(id);
+  REQUIRE(j);
+  CHECK(j->state == State::pending);
+  CHECK(j->attempts == 1);
+  CHECK(j->last_error == "download: timeout");
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    CHECK(c->job().attempts == 1);
+    c->fail("download: timeout again", true);
+  }
+  j = q.find(id);
+  REQUIRE(j);
+  CHECK(j->state == State::failed);
+  CHECK(j->attempts == 2);
+  CHECK(j->last_error == "download: timeout again");
+
+  auto id2 = q.enqueue(spec("s2"));
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    c->fail("not a slide", false);
+  }
+  CHECK(q.find(id2)->state == State::failed);
+  CHECK(q.find(id2)->attempts == 1);
+
+  REQUIRE(q.requeue(id));
+  j = q.find(id);
+  CHECK(j->state == State::pending);
+  CHECK(j->attempts == 0);
+  CHECK_FALSE(q.requeue(id));  // already pending
+  CHECK_FALSE(q.requeue("../../etc/passwd"));
+}
+
+TEST_CASE("release and a dropped claim return the job without counting", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto id = q.enqueue(spec("s1"));
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    c->release();
+    CHECK_FALSE(c->held());
+  }
+  CHECK(q.find(id)->state == State::pending);
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    Claim moved = std::move(*c);
+    CHECK(moved.held());
+  }  // dropped
+  auto j = q.find(id);
+  CHECK(j->state == State::pending);
+  CHECK(j->attempts == 0);
+  CHECK(files(t / "q" / "active", "").empty());
+}
+
+TEST_CASE("a new request for a pending slide replaces it; other slides and apps stay", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto first = q.enqueue(spec("s1"));
+  auto other_app = q.enqueue(spec("s1", 0, "stain"));
+  auto s = spec("s1");
+  s.payload["token"] = "newer-token";
+  auto second = q.enqueue(s);
+  auto pending = q.list(State::pending);
+  REQUIRE(pending.size() == 2);
+  CHECK(q.find(first)->state == State::cancelled);
+  auto j = q.find(second);
+  CHECK(j->state == State::pending);
+  CHECK(j->payload.at("token") == "newer-token");
+  CHECK(q.find(other_app)->state == State::pending);
+}
+
+TEST_CASE("a request for a slide being worked on waits for that run", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto a = q.enqueue(spec("s1"));
+  auto running = q.try_claim();
+  REQUIRE(running);
+  auto again = q.enqueue(spec("s1"));
+  auto other = q.enqueue(spec("s2"));
+  CHECK(q.find(a)->state == State::active);  // not superseded: it is running
+  auto c = q.try_claim();
+  REQUIRE(c);
+  CHECK(c->job().id == other);  // s1's new job is skipped while s1 runs
+  CHECK_FALSE(q.try_claim());
+  running->complete();
+  auto next = q.try_claim();
+  REQUIRE(next);
+  CHECK(next->job().id == again);
+}
+
+TEST_CASE("wait_claim wakes on a new job (inotify and polling) and on interrupt", "[queue]") {
+  for (auto mode : {Wakeup::inotify, Wakeup::poll}) {
+    TempDir t;
+    auto o = fast();
+    o.wakeup = mode;
+    o.poll_interval = 20ms;
+    Queue q(t / "q", o);
+    CHECK(q.wakeup() == mode);
+    std::string id;
+    std::thread producer([&] {
+      std::this_thread::sleep_for(50ms);
+      Queue other(t / "q", o);
+      id = other.enqueue(spec("s1"));
+    });
+    auto c = q.wait_claim(30s);
+    producer.join();
+    REQUIRE(c);
+    CHECK(c->job().id == id);
+    c->complete();
+
+    std::thread stopper([&] {
+      std::this_thread::sleep_for(50ms);
+      q.interrupt();
+    });
+    auto none = q.wait_claim(60s);  // returns at the interrupt, not after 60 s
+    stopper.join();
+    CHECK_FALSE(none);
+  }
+}
+
+TEST_CASE("cancel: pending to cancelled/, active gets a mark its claim sees", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto p = q.enqueue(spec("s1"));
+  auto a = q.enqueue(spec("s2"));
+  auto c = q.try_claim();
+  REQUIRE(c);
+  REQUIRE(c->job().id == p);
+  CHECK_FALSE(c->cancel_requested());
+  CHECK(q.cancel(a));
+  CHECK(q.find(a)->state == State::cancelled);
+  CHECK(q.cancel(p));
+  CHECK(c->cancel_requested());
+  CHECK(q.find(p)->cancel_requested);
+  c->release();  // a worker stopping for a cancel
+  CHECK(q.find(p)->state == State::cancelled);
+  CHECK_FALSE(fs::exists(t / "q" / "active" / (p + ".cancel")));
+  CHECK_FALSE(q.cancel(p));
+  CHECK_FALSE(q.cancel("no-such-job"));
+
+  auto x = q.enqueue(spec("s3"));
+  auto y = q.enqueue(spec("s3", 0, "stain"));
+  CHECK(q.cancel_slide("tissue", "s3") == 1);
+  CHECK(q.find(x)->state == State::cancelled);
+  CHECK(q.find(y)->state == State::pending);
+  CHECK(q.cancel_slide_any_app("s3") == 1);
+  CHECK(q.find(y)->state == State::cancelled);
+}
+
+TEST_CASE("a worker killed while holding a job: recovered with attempts + 1, then failed/", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.max_attempts = 2;
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  auto die_holding = [&] {
+    return in_child([&] {
+      Queue mine(t / "q", o);
+      auto c = mine.try_claim();
+      if (!c) return 1;
+      ::raise(SIGKILL);
+      return 2;
+    });
+  };
+  REQUIRE(die_holding() == 128 + SIGKILL);
+  CHECK(q.find(id)->state == State::active);
+  // Lock free but lease fresh: not yet an orphan.
+  auto r = q.recover_orphans();
+  CHECK(r.requeued == 0);
+  std::this_thread::sleep_for(o.lease_timeout + 100ms);
+  r = q.recover_orphans();
+  CHECK(r.requeued == 1);
+  auto j = q.find(id);
+  CHECK(j->state == State::pending);
+  CHECK(j->attempts == 1);
+  CHECK_THAT(j->last_error, Catch::Contains("worker lost") && Catch::Contains("pid"));
+  CHECK(files(t / "q" / "active", "").empty());
+
+  REQUIRE(die_holding() == 128 + SIGKILL);
+  std::this_thread::sleep_for(o.lease_timeout + 100ms);
+  r = q.recover_orphans();
+  CHECK(r.failed == 1);
+  j = q.find(id);
+  CHECK(j->state == State::failed);
+  CHECK(j->attempts == 2);
+}
+
+TEST_CASE("a live claim is never recovered, even with its lock file unlinked", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  auto c = q.try_claim();
+  REQUIRE(c);
+  // Someone removes the lock file: a new opener would lock a fresh inode.
+  REQUIRE(fs::remove(t / "q" / "locks" / (id + ".lock")));
+  std::this_thread::sleep_for(o.lease_timeout + 100ms);  // several heartbeats
+  auto r = q.recover_orphans();  // lock looks free; the fresh lease keeps it
+  CHECK(r.requeued == 0);
+  CHECK(q.find(id)->state == State::active);
+  CHECK_FALSE(c->cancel_requested());
+  c->complete();
+  CHECK(q.find(id)->state == State::done);
+}
+
+TEST_CASE("a worker that died between writing the outcome and moving: finished, not counted", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  std::string run;
+  REQUIRE(in_child([&] {
+            Queue mine(t / "q", o);
+            auto c = mine.try_claim();
+            if (!c) return 1;
+            // What complete() writes before its rename.
+            auto lease = record::decode_lease(*std::optional<std::string>([&] {
+              std::ifstream in(t / "q" / "active" / (id + ".lease"));
+              return std::string(std::istreambuf_iterator<char>(in), {});
+            }()));
+            record::JobFile f;
+            f.job = c->job();
+            f.outcome = record::Outcome{"done", lease->run};
+            std::ofstream(t / "q" / "active" / (id + ".json")) << record::encode_job(f);
+            ::raise(SIGKILL);
+            return 2;
+          }) == 128 + SIGKILL);
+  std::this_thread::sleep_for(o.lease_timeout + 100ms);
+  auto r = q.recover_orphans();
+  CHECK(r.cleaned == 1);
+  CHECK(r.requeued == 0);
+  auto j = q.find(id);
+  CHECK(j->state == State::done);
+  CHECK(j->attempts == 0);
+}
+
+TEST_CASE("corrupt job files go to failed/ with the cause; the claim loop goes on", "[queue][error]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto good = q.enqueue(spec("s1"));
+  std::string bad_id = record::make_id(100, 1, record::slide_hash("x", "y"), "00000000");
+  std::ofstream(t / "q" / "pending" / (bad_id + ".json")) << "{\"id\": \"trunc";
+  std::ofstream(t / "q" / "pending" / "junk.json") << "[1,2]";
+  auto c = q.try_claim();
+  REQUIRE(c);
+  CHECK(c->job().id == good);
+  c->complete();
+  CHECK_FALSE(q.try_claim());  // reaches junk.json, moves it aside, finds nothing
+  CHECK(files(t / "q" / "pending").empty());
+  auto failed = q.list(State::failed);
+  REQUIRE(failed.size() == 2);
+  auto j = q.find(bad_id);
+  REQUIRE(j);
+  CHECK(j->state == State::failed);
+  CHECK_THAT(j->last_error, Catch::Contains("pending/" + bad_id + ".json: corrupt job file: not JSON"));
+  CHECK(fs::exists(t / "q" / "failed" / (bad_id + ".corrupt")));
+  CHECK_THAT(q.find("junk")->last_error, Catch::Contains("not a JSON object"));
+}
+
+TEST_CASE("a full disk (RLIMIT_FSIZE) is an error naming the file; nothing half-written", "[queue][error]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto s = spec("s1");
+  s.payload["blob"] = std::string(64 * 1024, 'x');
+  int code = in_child([&] {
+    ::signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim {4096, 4096};
+    if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) return 3;
+    try {
+      q.enqueue(s);
+    } catch (const QueueError& e) {
+      std::string m = e.what();
+      bool ok = m.find("/q/tmp/") != std::string::npos && m.find("write: File too large") != std::string::npos;
+      if (!ok) std::fprintf(stderr, "unexpected: %s\n", m.c_str());
+      return ok ? 0 : 4;
+    }
+    return 5;
+  });
+  CHECK(code == 0);
+  CHECK(files(t / "q" / "pending").empty());
+  CHECK(files(t / "q" / "tmp", "").empty());
+}
+
+TEST_CASE("a read-only folder (a read-only bind mount: root is refused too)", "[queue][error]") {
+  TempDir t;
+  { Queue q(t / "q", fast()); q.enqueue(spec("s1")); }
+  fs::create_directories(t / "ro");
+  int code = in_child([&] {
+    if (::unshare(CLONE_NEWNS) != 0) return 10;
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return 11;
+    if (::mount((t / "q").c_str(), (t / "ro").c_str(), nullptr, MS_BIND, nullptr) != 0) return 12;
+    if (::mount(nullptr, (t / "ro").c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0)
+      return 13;
+    try {
+      Queue q(t / "ro", fast());
+      return 20;
+    } catch (const QueueError& e) {
+      std::string m = e.what();
+      if (m.find("/ro/") == std::string::npos || m.find("Read-only file system") == std::string::npos) {
+        std::fprintf(stderr, "unexpected: %s\n", m.c_str());
+        return 21;
+      }
+    }
+    return 0;
+  });
+  if (code >= 10 && code <= 13) {
+    // Not silent: this sandbox forbids mount namespaces; say which step.
+    WARN("read-only bind mount not possible here (step " << code << "); checking a tmp/ made a file instead");
+  } else {
+    CHECK(code == 0);
+  }
+  // And a queue whose tmp/ was replaced by a file cannot enqueue.
+  Queue q(t / "q", fast());
+  fs::remove_all(t / "q" / "tmp");
+  std::ofstream(t / "q" / "tmp") << "x";
+  CHECK_THROWS_WITH(q.enqueue(spec("s2")), Catch::Contains("/q/tmp/") && Catch::Contains("Not a directory"));
+  CHECK_FALSE(q.writable());
+}
+
+TEST_CASE("purge removes finished jobs older than the age, keeps the rest", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto a = q.enqueue(spec("s1"));
+  auto b = q.enqueue(spec("s2"));
+  auto p = q.enqueue(spec("s3"));
+  q.try_claim()->complete();
+  q.try_claim()->fail("x", false);
+  CHECK(q.purge(std::chrono::hours(1)) == 0);
+  std::this_thread::sleep_for(1100ms);
+  CHECK(q.purge(std::chrono::seconds(1)) == 2);
+  CHECK_FALSE(q.find(a));
+  CHECK_FALSE(q.find(b));
+  CHECK(q.find(p)->state == State::pending);
+}
+
+TEST_CASE("no descriptor leaks into a child program (O_CLOEXEC)", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  q.enqueue(spec("s1"));
+  auto c = q.try_claim();
+  REQUIRE(c);
+  // The child lists its open descriptors; the job's lock must not be among them.
+  auto r = iaserve::test::run({"/bin/sh", "-c", "ls -l /proc/self/fd"});
+  CHECK(r.out.find("/locks/") == std::string::npos);
+  CHECK(r.out.find("/q") == std::string::npos);
+  c->complete();
+}
