@@ -171,12 +171,13 @@ Findings find(const slide::Image& view, const Options& opt, const std::vector<st
   std::array<std::uint8_t, 256> od{};
   for (int v = 0; v < 256; ++v) od[v] = static_cast<std::uint8_t>(std::min(255.0, std::round(-std::log10((v + 0.5) / 255.5) * 200.0)));
 
-  // feature per cell; 0 with pen set in `pen`
-  std::vector<std::uint8_t> feat(n), pen(n, 0);
-  std::array<std::uint64_t, 256> hist{};
+  // feature per cell (0 on pen), and which cells look like glass
+  std::vector<std::uint8_t> feat(n), pen(n, 0), glass(n, 0);
   const bool use_od = opt.method == Method::otsu_od;
+  const int glass_grey = (bg[0] + bg[1] + bg[2]) / 3;
   const std::uint8_t* p = view.rgb.data();
   for (std::size_t i = 0; i < n; ++i, p += 3) {
+    glass[i] = std::abs((p[0] + p[1] + p[2]) / 3 - glass_grey) <= 6;
     const int r = wb[0][p[0]], g = wb[1][p[1]], b = wb[2][p[2]];
     if (is_pen(r, g, b)) {
       pen[i] = 1;
@@ -191,14 +192,38 @@ Findings find(const slide::Image& view, const Options& opt, const std::vector<st
       v = mx > 0 ? (mx - mn) * 255 / mx : 0;
     }
     feat[i] = static_cast<std::uint8_t>(v);
-    if (!roi || (*roi)[i]) ++hist[v];
+  }
+  std::array<std::uint64_t, 256> hist{}, glass_hist{};
+  std::uint64_t glass_n = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (pen[i] || (roi && !(*roi)[i])) continue;
+    ++hist[feat[i]];
+    if (glass[i]) {
+      ++glass_hist[feat[i]];
+      ++glass_n;
+    }
   }
   check();
 
-  // Otsu, with a floor so glass noise never becomes tissue when there is
-  // little or no tissue to split from.
+  // Otsu, capped just above what the glass shows (tissue texture, nuclei
+  // against stroma, can make Otsu split inside the tissue instead of at its
+  // edge) and floored so glass noise never
+  // becomes tissue when there is little or no tissue to split from.
   const int floor_thr = use_od ? 12 : 14;
-  f.threshold = std::max(otsu(hist), floor_thr);
+  int thr = otsu(hist);
+  if (glass_n * 50 >= n) {
+    std::uint64_t acc = 0;
+    int p99 = 255;
+    for (int v = 0; v < 256; ++v) {
+      acc += glass_hist[v];
+      if (acc * 100 >= glass_n * 99) {
+        p99 = v;
+        break;
+      }
+    }
+    thr = std::min(thr, p99 + 10);
+  }
+  f.threshold = std::max(thr, floor_thr);
 
   // Pen edges blend into the glass: grow the ink by one cell.
   geometry::dilate(pen, w, h, 1);
