@@ -1,0 +1,662 @@
+#include "server/service.hpp"
+
+#include <boost/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <atomic>
+#include <future>
+#include <mutex>
+
+#include "iaapi/client.hpp"
+#include "iaapi/log.hpp"
+#include "iaapi/messages.hpp"
+#include "iaapi/result_builder.hpp"
+#include "iaapi/thread_pool.hpp"
+#include "iaapi/version.hpp"
+#include "queue/queue.hpp"
+#include "server/filter.hpp"
+#include "server/job_payload.hpp"
+#include "server/metrics.hpp"
+#include "server/options.hpp"
+
+namespace iaserve::server {
+namespace {
+
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+
+http::Response json_answer(unsigned status, const json::value& v) {
+  return http::Response::json(status, json::serialize(v));
+}
+
+http::Response error_answer(unsigned status, const std::string& error, const std::string& field = {}) {
+  json::object o;
+  o["error"] = error;
+  if (!field.empty()) o["field"] = field;
+  return json_answer(status, o);
+}
+
+// Host header values we echo into a URL: a host name or address and a port.
+bool plausible_host(std::string_view h) {
+  if (h.empty() || h.size() > 255) return false;
+  return std::all_of(h.begin(), h.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' || c == '[' || c == ']' ||
+           c == '_';
+  });
+}
+
+std::string first_of_list(std::string_view v) {
+  auto comma = v.find(',');
+  if (comma != std::string_view::npos) v = v.substr(0, comma);
+  while (!v.empty() && v.front() == ' ') v.remove_prefix(1);
+  while (!v.empty() && v.back() == ' ') v.remove_suffix(1);
+  return std::string(v);
+}
+
+// "127.0.0.1:5000" -> "127.0.0.1", "[::1]:5000" -> "::1".
+std::string peer_address(std::string_view remote) {
+  if (!remote.empty() && remote.front() == '[') {
+    auto close = remote.find(']');
+    return std::string(remote.substr(1, close == std::string_view::npos ? remote.npos : close - 1));
+  }
+  auto colon = remote.rfind(':');
+  return std::string(colon == std::string_view::npos ? remote : remote.substr(0, colon));
+}
+
+bool is_json_content_type(std::string_view ct) {
+  while (!ct.empty() && ct.front() == ' ') ct.remove_prefix(1);
+  constexpr std::string_view kJson = "application/json";
+  if (ct.size() < kJson.size()) return false;
+  for (std::size_t i = 0; i < kJson.size(); ++i)
+    if (std::tolower(static_cast<unsigned char>(ct[i])) != kJson[i]) return false;
+  return ct.size() == kJson.size() || ct[kJson.size()] == ';' || ct[kJson.size()] == ' ';
+}
+
+// A slide id becomes part of URLs we call and of names on disk elsewhere:
+// refuse ".." segments outright (the decoder already refused control characters).
+std::optional<std::string> traversal_problem(std::string_view id) {
+  std::size_t start = 0;
+  while (start <= id.size()) {
+    std::size_t end = id.find_first_of("/\\", start);
+    if (end == std::string_view::npos) end = id.size();
+    if (id.substr(start, end - start) == "..") return "path traversal (\"..\" segment) in " + std::string("slide id");
+    start = end + 1;
+  }
+  return std::nullopt;
+}
+
+std::string step_text(const char* method, const std::string& path) { return std::string(method) + " " + path; }
+
+}  // namespace
+
+struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
+  Config config;
+  std::shared_ptr<spdlog::logger> log = log::get("server");
+  Metrics metrics;
+  iaapi::ClientOptions client_opts;
+  ThreadPool pool;     // enqueue + callbacks of one request
+  ThreadPool helpers;  // the callbacks one request runs side by side
+
+  std::mutex queue_mutex;
+  std::shared_ptr<queue::Queue> queue;
+  std::string queue_error;
+  Clock::time_point queue_retry{};
+
+  explicit Impl(Config c)
+      : config(std::move(c)),
+        client_opts(client_options(config)),
+        pool(config.server.callback_pool_threads, config.server.max_pending_callbacks),
+        helpers(config.server.callback_pool_threads * 2, config.server.max_pending_callbacks * 2) {
+    open_queue();
+  }
+
+  // The queue, opening it when it is not open yet (at most once a second).
+  // nullptr with the reason when it cannot be opened.
+  std::shared_ptr<queue::Queue> get_queue(std::string* why) {
+    std::lock_guard lock(queue_mutex);
+    if (!queue && Clock::now() >= queue_retry) open_queue_locked();
+    if (!queue && why) *why = queue_error;
+    return queue;
+  }
+  void open_queue() {
+    std::lock_guard lock(queue_mutex);
+    open_queue_locked();
+  }
+  void open_queue_locked() {
+    try {
+      queue = std::make_shared<queue::Queue>(config.queue.dir, queue_options(config));
+      queue_error.clear();
+    } catch (const std::exception& e) {
+      queue_error = e.what();
+      queue_retry = Clock::now() + std::chrono::seconds(1);
+      log->error("queue folder {} unusable: {}", config.queue.dir.string(), e.what());
+    }
+  }
+
+  // ------------------------------------------------------------ requests
+  // One request on its way to an answer: logs once when answered.
+  struct Call {
+    Call(Impl* i, http::Responder r) : impl(i), respond(std::move(r)) {}
+    Impl* impl;
+    http::Responder respond;
+    std::string method, path, route, slide_id, action;
+    Clock::time_point start = Clock::now();
+    std::atomic<bool> done{false};
+
+    void answer(http::Response r) {
+      if (done.exchange(true)) return;
+      auto ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+      unsigned status = r.status;
+      respond(std::move(r));
+      auto level = status >= 500 ? spdlog::level::warn : spdlog::level::info;
+      impl->log->log(level, "{} {} {} {:.1f}ms{}{}", method, path, status, ms,
+                     slide_id.empty() ? "" : " slide=" + slide_id, action.empty() ? "" : " action=" + action);
+    }
+  };
+  using CallPtr = std::shared_ptr<Call>;
+
+  // Runs fn on the pool, answering 503 when the pool is full and 500 when
+  // fn throws: nothing escapes.
+  void on_pool(const CallPtr& call, std::function<void()> fn) {
+    auto self = shared_from_this();
+    bool posted = pool.post([self, call, fn = std::move(fn)] {
+      self->guarded(call, fn);
+    });
+    if (!posted) {
+      call->answer(error_answer(503, "server busy: too many requests waiting for DPAT (max_pending_callbacks " +
+                                         std::to_string(config.server.max_pending_callbacks) + ")"));
+    }
+  }
+
+  void guarded(const CallPtr& call, const std::function<void()>& fn) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      log->error("{} {}: internal error{}: {}", call->method, call->path,
+                 call->slide_id.empty() ? "" : " (slide " + call->slide_id + ")", e.what());
+      call->answer(error_answer(500, "internal error"));
+    } catch (...) {
+      log->error("{} {}: internal error: unknown exception", call->method, call->path);
+      call->answer(error_answer(500, "internal error"));
+    }
+  }
+
+  void handle(http::Request&& req, http::Responder respond) {
+    auto call = std::make_shared<Call>(this, std::move(respond));
+    call->method = req.method;
+    call->path = req.path;
+    guarded(call, [&] { route(call, req); });
+  }
+
+  std::string route_label(const std::string& path) const {
+    std::string_view p = path;
+    if (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
+    for (std::string_view fixed : {"/", "/healthz", "/readyz", "/metrics"})
+      if (p == fixed) return std::string(fixed);
+    for (const auto& app : config.apps) {
+      if (p == app.route) return app.route;
+      if (p == app.route + "/info") return app.route + "/info";
+      if (p == app.route + "/imagenotification") return app.route + "/imagenotification";
+    }
+    return "other";
+  }
+
+  void route(const CallPtr& call, http::Request& req) {
+    std::string path = req.path;
+    if (path.size() > 1 && path.back() == '/') path.pop_back();
+    call->route = route_label(path);
+    auto only = [&](const char* method) {
+      if (req.method == method) return true;
+      call->answer(error_answer(405, "method " + req.method + " not allowed on " + path + " (allowed: " + method + ")")
+                       .header("Allow", method));
+      return false;
+    };
+    if (path == "/") {
+      if (only("GET")) call->answer(index());
+      return;
+    }
+    if (path == "/healthz") {
+      if (only("GET")) call->answer(json_answer(200, json::object{{"status", "alive"}}));
+      return;
+    }
+    if (path == "/readyz") {
+      if (only("GET")) readyz(call);
+      return;
+    }
+    if (path == "/metrics") {
+      if (only("GET")) metrics_answer(call);
+      return;
+    }
+    for (const auto& app : config.apps) {
+      if (path == app.route) {
+        if (req.method == "GET") {
+          call->answer(json_answer(200, registration(app, req)));
+        } else if (req.method == "POST") {
+          invocation(call, app, req);
+        } else {
+          call->answer(error_answer(405, "method " + req.method + " not allowed on " + path + " (allowed: GET, POST)")
+                           .header("Allow", "GET, POST"));
+        }
+        return;
+      }
+      if (path == app.route + "/info") {
+        if (only("GET"))
+          call->answer(json_answer(200, iaapi::to_json(iaapi::ApplicationInfo{kApiVersion, kSoftwareVersion})));
+        return;
+      }
+      if (path == app.route + "/imagenotification") {
+        if (only("POST")) notification(call, app, req);
+        return;
+      }
+    }
+    call->answer(error_answer(404, "no route for " + std::string(req.path.substr(0, 200))));
+  }
+
+  // ------------------------------------------------------------ simple routes
+  http::Response index() const {
+    json::array apps;
+    for (const auto& a : config.apps)
+      apps.push_back(json::object{{"route", a.route},
+                                  {"applicationId", a.application_id},
+                                  {"displayName", a.display_name},
+                                  {"analysis", a.analysis},
+                                  {"inputType", to_string(a.input_type)},
+                                  {"notifications", a.notifications.enabled}});
+    return json_answer(200, json::object{{"name", "iaserve"},
+                                         {"softwareVersion", kSoftwareVersion},
+                                         {"apiVersion", kApiVersion},
+                                         {"minApiVersion", kMinApiVersion},
+                                         {"apps", std::move(apps)}});
+  }
+
+  void readyz(const CallPtr& call) {
+    // writable() touches the disk: not on an io thread.
+    on_pool(call, [this, call] {
+      std::string why;
+      auto q = get_queue(&why);
+      if (!q) {
+        call->answer(error_answer(503, "queue folder unusable: " + why));
+        return;
+      }
+      if (!q->writable()) {
+        call->answer(error_answer(503, "queue folder " + config.queue.dir.string() + " is not writable"));
+        return;
+      }
+      call->answer(json_answer(200, json::object{{"status", "ready"}, {"queue", config.queue.dir.string()}}));
+    });
+  }
+
+  void metrics_answer(const CallPtr& call) {
+    on_pool(call, [this, call] {
+      std::string extra =
+          "# HELP iaserve_queue_jobs Jobs in the queue folder, by state.\n# TYPE iaserve_queue_jobs gauge\n";
+      if (auto q = get_queue(nullptr)) {
+        try {
+          auto s = q->stats();
+          for (auto [name, n] : {std::pair{"pending", s.pending}, {"active", s.active}, {"done", s.done},
+                                 {"failed", s.failed}, {"cancelled", s.cancelled}})
+            extra += "iaserve_queue_jobs{state=\"" + std::string(name) + "\"} " + std::to_string(n) + "\n";
+        } catch (const std::exception& e) {
+          log->warn("metrics: queue stats: {}", e.what());
+        }
+      }
+      extra += "# HELP iaserve_queue_ready 1 when the queue folder is open.\n# TYPE iaserve_queue_ready gauge\n";
+      extra += std::string("iaserve_queue_ready ") + (get_queue(nullptr) ? "1" : "0") + "\n";
+      extra += "# HELP iaserve_callback_pool_queued Requests waiting for a callback thread.\n"
+               "# TYPE iaserve_callback_pool_queued gauge\n";
+      extra += "iaserve_callback_pool_queued " + std::to_string(pool.queued()) + "\n";
+      call->answer(http::Response::text(200, "text/plain; version=0.0.4", metrics.render(extra)));
+    });
+  }
+
+  json::value registration(const AppConfig& app, const http::Request& req) const {
+    std::string scheme = req.tls ? "https" : "http";
+    std::string host(req.header("host"));
+    if (trusted(req.remote)) {
+      std::string fh = first_of_list(req.header("x-forwarded-host"));
+      std::string fp = first_of_list(req.header("x-forwarded-proto"));
+      if (plausible_host(fh)) host = fh;
+      if (fp == "http" || fp == "https") scheme = fp;
+    }
+    if (!plausible_host(host)) host = config.server.listen;
+    iaapi::Registration r;
+    r.application_id = app.application_id;
+    r.display_name = app.display_name;
+    r.url = scheme + "://" + host + app.route;
+    r.manufacturer = app.manufacturer;
+    r.input_template.type = static_cast<iaapi::InputType>(static_cast<int>(app.input_type));
+    if (!app.input_tags.empty()) r.input_template.tags = app.input_tags;
+    r.context = app.context;
+    return iaapi::to_json(r);
+  }
+
+  bool trusted(const std::string& remote) const {
+    if (config.server.trusted_proxy.empty()) return false;
+    std::string peer = peer_address(remote);
+    for (const auto& p : config.server.trusted_proxy)
+      if (p == "*" || p == peer) return true;
+    return false;
+  }
+
+  // ------------------------------------------------------------ POST bodies
+  // The body as JSON, or an error already answered.
+  std::optional<json::value> json_body(const CallPtr& call, const http::Request& req) {
+    auto ct = req.header("content-type");
+    if (!is_json_content_type(ct)) {
+      call->answer(error_answer(415, "expected Content-Type application/json, got \"" +
+                                         std::string(ct.substr(0, 100)) + "\"", "Content-Type"));
+      return std::nullopt;
+    }
+    auto parsed = iaapi::parse_json(req.body, config.server.json_max_depth);
+    if (!parsed) {
+      call->answer(error_answer(400, parsed.error.what(), parsed.error.field.empty() ? "body" : parsed.error.field));
+      return std::nullopt;
+    }
+    return std::move(*parsed.value);
+  }
+
+  bool check_ids(const CallPtr& call, const AppConfig& app, const std::string& application_id,
+                 const std::string& slide_id) {
+    if (application_id != app.application_id) {
+      call->answer(error_answer(400, "applicationId: \"" + application_id.substr(0, 100) +
+                                         "\" is not this app's id \"" + app.application_id + "\"",
+                                "applicationId"));
+      return false;
+    }
+    if (auto p = traversal_problem(slide_id)) {
+      call->answer(error_answer(400, "slideId: " + *p, "slideId"));
+      return false;
+    }
+    return true;
+  }
+
+  void invocation(const CallPtr& call, const AppConfig& app, const http::Request& req) {
+    auto body = json_body(call, req);
+    if (!body) return;
+    auto decoded = iaapi::decode<iaapi::Invocation>(*body);
+    if (!decoded) {
+      call->answer(error_answer(400, decoded.error.what(), decoded.error.field));
+      return;
+    }
+    iaapi::Invocation inv = std::move(*decoded.value);
+    call->slide_id = inv.slide_id;
+    call->action = std::string(iaapi::to_string(inv.action));
+    if (!check_ids(call, app, inv.application_id, inv.slide_id)) return;
+    if (inv.action != iaapi::Action::cancel && inv.action != iaapi::Action::delete_) {
+      const std::string& u = inv.callback.url;
+      if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0) {
+        call->answer(error_answer(400, "callbackInfo.url: expected an http:// or https:// URL", "callbackInfo.url"));
+        return;
+      }
+    }
+    auto shared = std::make_shared<iaapi::Invocation>(std::move(inv));
+    switch (shared->action) {
+      case iaapi::Action::create: on_pool(call, [this, call, &app, shared] { create(call, app, *shared); }); break;
+      case iaapi::Action::modify: on_pool(call, [this, call, &app, shared] { modify(call, app, *shared); }); break;
+      case iaapi::Action::delete_:
+        on_pool(call, [this, call, &app, shared] { cancel(call, app, *shared, json::object{}); });
+        break;
+      case iaapi::Action::cancel:
+        on_pool(call, [this, call, &app, shared] { cancel(call, app, *shared, json::array{}); });
+        break;
+    }
+  }
+
+  // Durable enqueue; false (answered 503) when the queue cannot take it.
+  bool enqueue(const CallPtr& call, const AppConfig& app, const JobPayload& payload) {
+    std::string why;
+    auto q = get_queue(&why);
+    if (!q) {
+      call->answer(error_answer(503, "queue folder unusable: " + why));
+      return false;
+    }
+    queue::JobSpec spec;
+    spec.app_id = app.application_id;
+    spec.slide_key = iaapi::slide_key(payload.slide_id);
+    spec.payload = to_json(payload);
+    if (payload.invocation) {
+      if (auto p = payload.invocation->context.if_contains("priority"); p && p->is_int64())
+        spec.priority = static_cast<int>(std::clamp<std::int64_t>(p->get_int64(), -49999, 49999));
+    }
+    try {
+      std::string id = q->enqueue(spec);
+      log->debug("queued job {} ({}) slide={}", id, to_string(payload.kind), payload.slide_id);
+      return true;
+    } catch (const std::exception& e) {
+      log->error("enqueue for slide {} failed: {}", payload.slide_id, e.what());
+      call->answer(error_answer(503, "queue not writable: " + std::string(e.what())));
+      return false;
+    }
+  }
+
+  void callback_failed(const CallPtr& call, const iaapi::CallbackError& e, const std::string& step) {
+    metrics.callback_error(iaapi::to_string(e.kind()));
+    log->warn("callback {} for slide {} failed ({}): {}", step, call->slide_id, iaapi::to_string(e.kind()), e.what());
+    json::object o;
+    o["error"] = std::string("callback to DPAT failed: ") + e.what();
+    o["step"] = step;
+    o["status"] = e.status();
+    o["kind"] = iaapi::to_string(e.kind());
+    call->answer(json_answer(502, o));
+  }
+
+  template <class T, class Fn>
+  std::future<T> side_by_side(Fn fn, std::function<void()>& inline_run) {
+    auto promise = std::make_shared<std::promise<T>>();
+    auto future = promise->get_future();
+    auto task = [promise, fn = std::move(fn)]() mutable {
+      try {
+        promise->set_value(fn());
+      } catch (...) {
+        promise->set_exception(std::current_exception());
+      }
+    };
+    if (!helpers.post(task)) inline_run = task;  // helpers full: run it here, after
+    return future;
+  }
+
+  void create(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
+    const iaapi::CallbackInfo cb = inv.callback;
+    const std::string slide = inv.slide_id;
+    const std::string app_id = app.application_id;
+    auto opts = client_opts;
+    // Slide size and this app's results on the slide do not depend on each
+    // other (nor on the queue): ask for both while the job is written.
+    std::function<void()> run_info, run_list;
+    auto info_f = side_by_side<iaapi::ImageInfo>(
+        [cb, slide, opts] { return iaapi::CallbackClient(cb, opts).get_image_info(slide); }, run_info);
+    auto list_f = side_by_side<std::vector<iaapi::StoredResult>>(
+        [cb, slide, app_id, opts] { return iaapi::CallbackClient(cb, opts).list_results(app_id, slide); },
+        run_list);
+
+    JobPayload payload;
+    payload.kind = JobKind::create;
+    payload.application_id = app.application_id;
+    payload.slide_id = slide;
+    payload.received_at = utc_now_iso();
+    payload.invocation = inv;
+    if (!enqueue(call, app, payload)) return;
+    if (run_info) run_info();
+    if (run_list) run_list();
+
+    iaapi::ImageInfo info;
+    std::vector<iaapi::StoredResult> existing;
+    const std::string enc = iaapi::url_encode(slide);
+    try {
+      info = info_f.get();
+    } catch (const iaapi::CallbackError& e) {
+      callback_failed(call, e, step_text("GET", "/slides/" + enc + "/info"));
+      return;
+    }
+    try {
+      existing = list_f.get();
+    } catch (const iaapi::CallbackError& e) {
+      callback_failed(call, e, step_text("GET", "/applications/" + iaapi::url_encode(app_id) + "/results/slide/" + enc));
+      return;
+    }
+    iaapi::Result frame = iaapi::progress_result(slide, info.image_size.width, info.image_size.height,
+                                                 "analysis queued", 0, kSoftwareVersion);
+    frame.data.context = inv.context;
+    iaapi::CallbackClient client(cb, opts);
+    std::string step;
+    try {
+      iaapi::StoredResult stored;
+      if (!existing.empty()) {
+        const auto& newest = *std::max_element(existing.begin(), existing.end(),
+                                               [](const auto& a, const auto& b) { return a.id < b.id; });
+        iaapi::StoredResult update;
+        static_cast<iaapi::Result&>(update) = frame;
+        update.id = newest.id;
+        update.version_id = newest.version_id;
+        step = step_text("PUT", "/applications/" + iaapi::url_encode(app_id) + "/results/" + std::to_string(newest.id));
+        try {
+          stored = client.update_result(app_id, update);
+        } catch (const iaapi::CallbackError& e) {
+          if (e.kind() != iaapi::CallbackErrorKind::conflict) throw;
+          // Someone (a worker) updated it meanwhile: the client re-lists.
+          step = "upsert " + step;
+          stored = client.upsert_result(app_id, slide, frame);
+        }
+      } else {
+        step = step_text("POST", "/applications/" + iaapi::url_encode(app_id) + "/results");
+        stored = client.create_result(app_id, frame);
+      }
+      call->answer(json_answer(200, iaapi::to_json(stored)));
+    } catch (const iaapi::CallbackError& e) {
+      callback_failed(call, e, step);
+    }
+  }
+
+  void modify(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
+    if (!inv.input || !inv.input->result) {
+      call->answer(error_answer(400, "input: expected the stored result for modify", "input"));
+      return;
+    }
+    const iaapi::StoredResult& changed = *inv.input->result;
+    std::optional<std::string> pressed;
+    if (changed.data.result && changed.data.result->type == iaapi::ResultType::patchCollection) {
+      for (const auto& a : changed.data.result->patches.actions)
+        if (a.state == 1) {
+          pressed = a.id;
+          break;
+        }
+    }
+    if (pressed) {
+      call->action = "modify:" + *pressed;
+      JobPayload payload;
+      payload.kind = JobKind::modify;
+      payload.application_id = app.application_id;
+      payload.slide_id = inv.slide_id;
+      payload.received_at = utc_now_iso();
+      payload.invocation = inv;
+      payload.action_id = pressed;
+      if (!enqueue(call, app, payload)) return;
+    }
+    std::string step = step_text("PUT", "/applications/" + iaapi::url_encode(app.application_id) + "/results/" +
+                                            std::to_string(changed.id));
+    try {
+      iaapi::CallbackClient client(inv.callback, client_opts);
+      auto stored = client.update_result(app.application_id, changed);
+      call->answer(json_answer(200, iaapi::to_json(stored)));
+    } catch (const iaapi::CallbackError& e) {
+      callback_failed(call, e, step);
+    }
+  }
+
+  void cancel(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv, json::value answer) {
+    std::string why;
+    auto q = get_queue(&why);
+    if (!q) {
+      call->answer(error_answer(503, "queue folder unusable: " + why));
+      return;
+    }
+    std::size_t n = 0;
+    if (inv.cancellation_token && !inv.cancellation_token->empty()) {
+      for (auto state : {queue::State::pending, queue::State::active}) {
+        for (const auto& job : q->list(state)) {
+          if (job.app_id != app.application_id) continue;
+          auto it = job.payload.find("invocation");
+          if (it == job.payload.end() || !it->value().is_object()) continue;
+          auto tok = it->value().get_object().if_contains("cancellationToken");
+          if (tok && tok->is_string() && tok->get_string() == *inv.cancellation_token && q->cancel(job.id)) ++n;
+        }
+      }
+    }
+    if (n == 0) n = q->cancel_slide(app.application_id, iaapi::slide_key(inv.slide_id));
+    log->debug("{} slide={}: {} job(s) cancelled", iaapi::to_string(inv.action), inv.slide_id, n);
+    call->answer(json_answer(200, answer));
+  }
+
+  void notification(const CallPtr& call, const AppConfig& app, const http::Request& req) {
+    auto body = json_body(call, req);
+    if (!body) return;
+    auto decoded = iaapi::decode<iaapi::ImageNotification>(*body);
+    if (!decoded) {
+      call->answer(error_answer(400, decoded.error.what(), decoded.error.field));
+      return;
+    }
+    auto n = std::make_shared<iaapi::ImageNotification>(std::move(*decoded.value));
+    call->slide_id = n->slide_id;
+    call->action = "notification";
+    if (!check_ids(call, app, n->application_id, n->slide_id)) return;
+    if (auto why = notification_rejection(app.notifications, n->image_info)) {
+      log->debug("notification for slide {} filtered out: {}", n->slide_id, *why);
+      call->action = "notification:filtered";
+      call->answer(json_answer(200, json::object{}));
+      return;
+    }
+    on_pool(call, [this, call, &app, n] {
+      JobPayload payload;
+      payload.kind = JobKind::notification;
+      payload.application_id = app.application_id;
+      payload.slide_id = n->slide_id;
+      payload.received_at = utc_now_iso();
+      payload.notification = *n;
+      if (!enqueue(call, app, payload)) return;
+      call->answer(json_answer(200, json::object{}));
+    });
+  }
+};
+
+Service::Service(Config config) : impl_(std::make_shared<Impl>(std::move(config))) {}
+
+Service::~Service() { stop(); }
+
+void Service::stop() {
+  impl_->pool.stop();
+  impl_->helpers.stop();
+}
+
+const Config& Service::config() const { return impl_->config; }
+
+http::Handler Service::handler() {
+  auto impl = impl_;
+  return [impl](http::Request&& req, http::Responder respond) { impl->handle(std::move(req), std::move(respond)); };
+}
+
+http::Options Service::http_options() const {
+  const auto& s = impl_->config.server;
+  http::Options o;
+  o.listen = s.listen;
+  o.io_threads = s.io_threads;
+  o.body_limit = s.body_limit;
+  o.read_timeout = s.read_timeout;
+  o.idle_timeout = s.idle_timeout;
+  if (!s.tls_cert.empty()) {
+    o.tls_cert = s.tls_cert;
+    o.tls_key = s.tls_key;
+  }
+  o.default_headers = {{"X-Sectra-ApiVersion", kApiVersion}, {"X-Sectra-SoftwareVersion", kSoftwareVersion}};
+  std::weak_ptr<Impl> weak = impl_;
+  o.on_error = [weak](unsigned status, std::string message) {
+    if (auto impl = weak.lock()) impl->log->info("request refused by the HTTP layer: {} {}", status, message);
+    return error_answer(status, message);
+  };
+  o.on_complete = [weak](const http::Completed& c) {
+    if (auto impl = weak.lock()) impl->metrics.request(impl->route_label(c.path), c.status, c.elapsed);
+  };
+  return o;
+}
+
+}  // namespace iaserve::server
