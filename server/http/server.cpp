@@ -787,6 +787,18 @@ void Server::stop(std::chrono::milliseconds grace) {
   }
 }
 
+void Server::schedule(std::chrono::milliseconds delay, std::function<void()> fn) {
+  auto timer = std::make_shared<net::steady_timer>(impl_->ioc, delay);
+  timer->async_wait([timer, fn = std::move(fn), &i = *impl_](beast::error_code ec) {
+    if (ec) return;
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      i.log->error("scheduled task threw: {}", e.what());
+    }
+  });
+}
+
 void Server::run_until_signal(std::chrono::milliseconds grace) {
   start();
   net::io_context signals_ioc;

@@ -131,6 +131,12 @@ class Server {
 
   std::size_t open_connections() const;
 
+  // Runs fn on an io thread after delay (a timer, never a sleeping thread):
+  // for delayed answers such as injected latency. fn must be quick and must
+  // not throw. Timers run during stop()'s grace; those still pending
+  // when the io threads end are dropped without running.
+  void schedule(std::chrono::milliseconds delay, std::function<void()> fn);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

@@ -382,3 +382,21 @@ TEST_CASE("bad listen addresses name the address", "[http]") {
   o.listen = "nothing";
   CHECK_THROWS_WITH(http::Server(o, echo_handler()), Catch::Contains("nothing"));
 }
+
+TEST_CASE("schedule answers later without holding an io thread", "[http]") {
+  http::Server* self = nullptr;
+  http::Server s({}, [&](http::Request&& req, http::Responder r) {
+    if (req.path == "/late")
+      self->schedule(300ms, [r] { r(http::Response::text(200, "text/plain", "late")); });
+    else
+      r(http::Response::text(200, "text/plain", "now"));
+  });
+  self = &s;
+  s.start();  // one io thread: a blocked thread would hold up /now behind /late
+  auto base = s.base_url();
+  auto late = std::async(std::launch::async, [&] { return ht::http("GET", base + "/late"); });
+  std::this_thread::sleep_for(50ms);
+  auto now = ht::http("GET", base + "/now");
+  CHECK(now.body == "now");
+  CHECK(late.get().body == "late");
+}
