@@ -102,6 +102,14 @@ Taps make_taps(int n_out, double origin, double ds, double scale, std::int64_t s
   return t;
 }
 
+// Output index i is source index i.
+bool is_copy(const Taps& t) {
+  if (!t.identity) return false;
+  for (std::size_t i = 0; i < t.first.size(); ++i)
+    if (t.first[i] != static_cast<int>(i)) return false;
+  return true;
+}
+
 }  // namespace
 
 struct Slide::Impl {
@@ -455,12 +463,20 @@ Image Slide::read(std::int64_t x, std::int64_t y, std::int64_t w, std::int64_t h
     const auto sy0 = static_cast<std::int64_t>(std::floor(top / scale + 1e-6));
     const auto sy1 = static_cast<std::int64_t>(std::ceil(bottom / scale - 1e-6));
     const int sh = static_cast<int>(std::max<std::int64_t>(1, sy1 - sy0));
+    const Taps rows = make_taps(oy1 - oy0, top, downsample, scale, sy0, sh);
+    if (sw == ow && sh == oy1 - oy0 && is_copy(cols) && is_copy(rows)) {
+      // Source pixels are output pixels: decode straight into the result.
+      if (lv)
+        impl_->fill_fast(*lv, denom, sx0, sy0, sw, sh, out.at(0, oy0));
+      else
+        impl_->fill_openslide(level, sx0, sy0, sw, sh, out.at(0, oy0));
+      continue;
+    }
     src.assign(row_bytes * static_cast<std::size_t>(sh), 255);
     if (lv)
       impl_->fill_fast(*lv, denom, sx0, sy0, sw, sh, src.data());
     else
       impl_->fill_openslide(level, sx0, sy0, sw, sh, src.data());
-    const Taps rows = make_taps(oy1 - oy0, top, downsample, scale, sy0, sh);
 
     const int chunk = 32;
     const int chunks = (oy1 - oy0 + chunk - 1) / chunk;
