@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace iaserve::iaapi {
 namespace {
 
@@ -93,21 +97,67 @@ void MultipartParser::fail(const std::string& what) {
   throw MultipartError(what);
 }
 
-// Horspool: compares the window's last byte first and skips by the table;
-// on binary slide data this reads about one byte in delim_.size().
+// Delimiter search. With SSE2 (every x86-64): test 16 positions at a time
+// for the delimiter's first byte (CR) and its last byte together, and
+// compare the rest only where both match; on binary slide data that is
+// about one candidate per 64 KiB, so the scan runs at memory speed. Without
+// SSE2: Horspool, which reads about one byte in delim_.size().
 std::size_t MultipartParser::find(const char* p, std::size_t n) const {
   const std::size_t m = delim_.size();
   if (n < m) return n;
   const char* d = delim_.data();
   const char last = d[m - 1];
   std::size_t i = 0;
-  const std::size_t end = n - m;
+  const std::size_t end = n - m;  // last possible start
+#if defined(__SSE2__)
+  const __m128i first_v = _mm_set1_epi8(d[0]);
+  const __m128i last_v = _mm_set1_epi8(last);
+  auto block = [&](std::size_t at) -> unsigned {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at + m - 1));
+    return static_cast<unsigned>(
+        _mm_movemask_epi8(_mm_and_si128(_mm_cmpeq_epi8(a, first_v), _mm_cmpeq_epi8(b, last_v))));
+  };
+  auto verify = [&](std::size_t at, unsigned mask) -> std::size_t {
+    while (mask) {
+      const auto bit = static_cast<std::size_t>(__builtin_ctz(mask));
+      if (std::memcmp(p + at + bit + 1, d + 1, m - 2) == 0) return at + bit;
+      mask &= mask - 1;
+    }
+    return std::string::npos;
+  };
+  // Positions i..i+15 need bytes up to i+15+m-1 < n, i.e. i + 16 <= end + 1.
+  for (; i + 32 <= end + 1; i += 32) {
+    const unsigned m0 = block(i);
+    const unsigned m1 = block(i + 16);
+    if ((m0 | m1) == 0) continue;
+    if (m0) {
+      const std::size_t at = verify(i, m0);
+      if (at != std::string::npos) return at;
+    }
+    if (m1) {
+      const std::size_t at = verify(i + 16, m1);
+      if (at != std::string::npos) return at;
+    }
+  }
+  for (; i + 16 <= end + 1; i += 16) {
+    const unsigned m0 = block(i);
+    if (m0) {
+      const std::size_t at = verify(i, m0);
+      if (at != std::string::npos) return at;
+    }
+  }
+  for (; i <= end; ++i)
+    if (p[i] == d[0] && p[i + m - 1] == last && std::memcmp(p + i + 1, d + 1, m - 2) == 0) return i;
+  return n;
+#else
   while (i <= end) {
     const char c = p[i + m - 1];
     if (c == last && std::memcmp(p + i, d, m - 1) == 0) return i;
     i += skip_[static_cast<unsigned char>(c)];
   }
   return n;
+#endif
 }
 
 std::size_t MultipartParser::partial_suffix(const char* p, std::size_t n) const {
