@@ -272,6 +272,14 @@ Slide Slide::open(const fs::path& path) {
   if (!osr) {
     if (vendor)
       throw SlideError(SlideError::Kind::broken, path.string() + ": " + vendor + " slide that OpenSlide cannot open");
+    switch (detail::probe_tiff(path)) {
+      case detail::TiffProbe::unreadable:
+        throw SlideError(SlideError::Kind::broken, path.string() + ": damaged or truncated TIFF (a directory cannot be read)");
+      case detail::TiffProbe::slide_like:
+        throw SlideError(SlideError::Kind::broken, path.string() + ": tiled TIFF that OpenSlide cannot open");
+      default:
+        break;
+    }
     throw SlideError(SlideError::Kind::not_a_slide, path.string() + ": not a slide (no OpenSlide format recognises it)");
   }
   impl->osr = osr;

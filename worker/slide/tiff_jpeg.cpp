@@ -62,6 +62,27 @@ std::optional<double> resolution_mpp(TIFF* tif, ttag_t tag) {
 
 }  // namespace
 
+TiffProbe probe_tiff(const std::filesystem::path& path) {
+  if (!is_tiff_magic(path)) return TiffProbe::not_tiff;
+  quiet_libtiff();
+  TIFF* tif = TIFFOpen(path.c_str(), "rm");
+  if (!tif) return TiffProbe::unreadable;
+  char* desc = nullptr;
+  bool aperio = TIFFGetField(tif, TIFFTAG_IMAGEDESCRIPTION, &desc) == 1 && desc && std::strncmp(desc, "Aperio", 6) == 0;
+  bool tiled = TIFFIsTiled(tif);
+  // Walk the directory chain: a cut file loses its later directories.
+  bool chain_ok = true;
+  while (true) {
+    int rc = TIFFReadDirectory(tif);
+    if (rc == 1) continue;
+    chain_ok = TIFFLastDirectory(tif) != 0;
+    break;
+  }
+  TIFFClose(tif);
+  if (!chain_ok) return TiffProbe::unreadable;
+  return aperio || tiled ? TiffProbe::slide_like : TiffProbe::other_tiff;
+}
+
 std::unique_ptr<TiffSource> TiffSource::open(const std::filesystem::path& path,
                                              const std::vector<std::pair<std::int64_t, std::int64_t>>& level_sizes) {
   if (!is_tiff_magic(path)) return nullptr;

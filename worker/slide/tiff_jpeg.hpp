@@ -44,6 +44,12 @@ class TiffSource {
   std::vector<TiffLevel> levels_;  // indexed by OpenSlide level when mapped
 };
 
+// What a file OpenSlide did not recognise looks like to libtiff: a TIFF
+// whose directories cannot be read, or a tiled/Aperio one, is a damaged
+// slide rather than "not a slide".
+enum class TiffProbe { not_tiff, unreadable, slide_like, other_tiff };
+TiffProbe probe_tiff(const std::filesystem::path& path);
+
 // Decodes a JPEG stream at 1/denom into out (RGB8, resized as needed),
 // reusing the calling thread's decoder. rgb: the components are RGB even
 // without an Adobe marker (Aperio's photometric RGB tiles). Fails (false) on
