@@ -43,6 +43,52 @@ inline std::uint32_t hash2(std::int64_t x, std::int64_t y, std::uint64_t seed) {
   return static_cast<std::uint32_t>(h);
 }
 
+// Smooth value noise in [0,1) on a grid of `cell` µm, for one row of pixels:
+// the row's node values are interpolated in y once, then per pixel in x.
+class NoiseRow {
+ public:
+  void setup(const std::vector<double>& ux, double cell, std::uint64_t seed) {
+    cell_ = cell;
+    seed_ = seed;
+    ix_.resize(ux.size());
+    fx_.resize(ux.size());
+    for (std::size_t i = 0; i < ux.size(); ++i) {
+      double g = ux[i] / cell;
+      double f = std::floor(g);
+      ix_[i] = static_cast<std::int64_t>(f);
+      fx_[i] = smooth(static_cast<float>(g - f));
+    }
+    ix0_ = ux.empty() ? 0 : ix_.front();
+    values_.resize(ux.empty() ? 0 : static_cast<std::size_t>(ix_.back() - ix0_ + 2));
+  }
+  void row(double uy) {
+    double g = uy / cell_;
+    auto iy = static_cast<std::int64_t>(std::floor(g));
+    float fy = smooth(static_cast<float>(g - std::floor(g)));
+    for (std::size_t k = 0; k < values_.size(); ++k) {
+      std::int64_t ix = ix0_ + static_cast<std::int64_t>(k);
+      float a = node(ix, iy), b = node(ix, iy + 1);
+      values_[k] = a + (b - a) * fy;
+    }
+  }
+  float at(std::size_t i) const {
+    std::size_t k = static_cast<std::size_t>(ix_[i] - ix0_);
+    return values_[k] + (values_[k + 1] - values_[k]) * fx_[i];
+  }
+
+ private:
+  static float smooth(float t) { return t * t * (3 - 2 * t); }
+  float node(std::int64_t x, std::int64_t y) const {
+    return static_cast<float>(hash2(x, y, seed_) & 0xFFFF) / 65536.0f;
+  }
+  double cell_ = 1;
+  std::uint64_t seed_ = 0;
+  std::int64_t ix0_ = 0;
+  std::vector<std::int64_t> ix_;
+  std::vector<float> fx_;
+  std::vector<float> values_;
+};
+
 double ring_area(const Ring& r) {
   double a = 0;
   for (std::size_t i = 0; i < r.size(); ++i) {
@@ -178,25 +224,29 @@ void Scene::render(double dsx, double dsy, std::int64_t x0, std::int64_t y0, int
     if (e.y0 > bottom) break;
     if (e.y1 >= top) band.push_back(&e);
   }
-  // Separable low-frequency fields, per column and per row (µm coordinates).
-  std::vector<float> colA(static_cast<std::size_t>(w)), colS(static_cast<std::size_t>(w)),
-      colC(static_cast<std::size_t>(w));
+  // Texture fields in µm: value noise at two scales, and fibre-like strands.
+  std::vector<double> ux_col(static_cast<std::size_t>(w));
+  std::vector<float> colS(static_cast<std::size_t>(w)), colC(static_cast<std::size_t>(w));
   for (int i = 0; i < w; ++i) {
     double ux = (static_cast<double>(x0 + i) + 0.5) * dsx * mpp;
-    colA[static_cast<std::size_t>(i)] = static_cast<float>(std::sin(ux * 0.0123 + 1.3));
+    ux_col[static_cast<std::size_t>(i)] = ux;
     colS[static_cast<std::size_t>(i)] = static_cast<float>(std::sin(ux * 0.41));
     colC[static_cast<std::size_t>(i)] = static_cast<float>(std::cos(ux * 0.41));
   }
+  NoiseRow fine, coarse;
+  fine.setup(ux_col, 55.0, opt_.seed * 31 + 1);
+  coarse.setup(ux_col, 260.0, opt_.seed * 31 + 2);
   const double pixel_um = std::max(dsx, dsy) * mpp;
   const bool resolved = pixel_um < 3.0;  // nuclei drawn one by one, else as an average tint
   const double nucleus_share = kPi * 3.2 * 3.2 / (kCellUm * kCellUm);
   std::vector<Crossing> xs;
+  std::vector<std::uint8_t> pen_row;
   for (int j = 0; j < h; ++j) {
     std::uint8_t* row = rgb + static_cast<std::size_t>(j) * stride;
     for (int i = 0; i < w; ++i) std::memcpy(row + 3 * i, kBackground, 3);
     const double yl0 = (static_cast<double>(y0 + j) + 0.5) * dsy;  // level-0 y of the pixel centre
     const double uy = yl0 * mpp;
-    const float rowA = static_cast<float>(std::sin(uy * 0.0097 + 0.4));
+    bool noise_ready = false;
     const float rowS = static_cast<float>(std::sin(uy * 0.29)), rowC = static_cast<float>(std::cos(uy * 0.29));
     crossings(yl0, band, xs);
     for (std::size_t k = 0; k + 1 < xs.size(); k += 2) {
@@ -207,12 +257,20 @@ void Scene::render(double dsx, double dsy, std::int64_t x0, std::int64_t y0, int
       c0 = std::max<std::int64_t>(c0, 0);
       c1 = std::min<std::int64_t>(c1, w);
       const std::int64_t cy = static_cast<std::int64_t>(std::floor(uy / kCellUm));
-      const std::uint32_t density = static_cast<std::uint32_t>(region.nuclei_density * 65535);
+      if (c0 < c1 && !noise_ready) {
+        fine.row(uy);
+        coarse.row(uy);
+        noise_ready = true;
+      }
       for (std::int64_t i = c0; i < c1; ++i) {
         const std::size_t si = static_cast<std::size_t>(i);
-        float t = 0.5f + 0.28f * colA[si] * rowA + 0.14f * (colS[si] * rowC + colC[si] * rowS);
+        const float nf = fine.at(si), nc = coarse.at(si);
+        float t = 0.1f + 0.55f * nf + 0.35f * nc + 0.08f * (colS[si] * rowC + colC[si] * rowS);
         t = std::clamp(t, 0.f, 1.f);
-        float r = 246 - 24 * t, g = 198 - 70 * t, b = 222 - 46 * t;
+        float r = 247 - 30 * t, g = 200 - 78 * t, b = 224 - 50 * t;
+        // Nuclei cluster where the coarse noise is high.
+        const double local_density = std::min(1.0, region.nuclei_density * (0.35 + 1.3 * nc));
+        const std::uint32_t density = static_cast<std::uint32_t>(local_density * 65535);
         const double ux = (static_cast<double>(x0 + i) + 0.5) * dsx * mpp;
         if (resolved) {
           const std::int64_t cx = static_cast<std::int64_t>(std::floor(ux / kCellUm));
@@ -236,7 +294,7 @@ void Scene::render(double dsx, double dsy, std::int64_t x0, std::int64_t y0, int
           g += n;
           b += n;
         } else {
-          const float f = static_cast<float>(region.nuclei_density * nucleus_share);
+          const float f = static_cast<float>(local_density * nucleus_share);
           r = r * (1 - f) + 92 * f;
           g = g * (1 - f) + 58 * f;
           b = b * (1 - f) + 142 * f;
@@ -262,25 +320,36 @@ void Scene::render(double dsx, double dsy, std::int64_t x0, std::int64_t y0, int
         }
       }
     }
-    for (const auto& seg : pen_) {
-      const double hw = pen_half_width_;
-      if (yl0 < std::min(seg.a.y, seg.b.y) - hw || yl0 > std::max(seg.a.y, seg.b.y) + hw) continue;
-      const double xa = std::min(seg.a.x, seg.b.x) - hw, xb = std::max(seg.a.x, seg.b.x) + hw;
-      int i0 = std::max<int>(0, static_cast<int>(std::floor(xa / dsx - static_cast<double>(x0))));
-      int i1 = std::min<int>(w, static_cast<int>(std::ceil(xb / dsx - static_cast<double>(x0))) + 1);
-      const double dx = seg.b.x - seg.a.x, dy = seg.b.y - seg.a.y, len2 = dx * dx + dy * dy;
-      for (int i = i0; i < i1; ++i) {
-        const double px = (static_cast<double>(x0 + i) + 0.5) * dsx - seg.a.x, py = yl0 - seg.a.y;
-        const double t = len2 > 0 ? std::clamp((px * dx + py * dy) / len2, 0.0, 1.0) : 0.0;
-        const double ex = px - t * dx, ey = py - t * dy;
-        if (ex * ex + ey * ey <= hw * hw) {
-          std::uint8_t* p = row + 3 * i;
-          // Translucent green marker ink over what is below.
-          p[0] = static_cast<std::uint8_t>(p[0] * 0.25 + 30 * 0.75);
-          p[1] = static_cast<std::uint8_t>(p[1] * 0.25 + 110 * 0.75);
-          p[2] = static_cast<std::uint8_t>(p[2] * 0.25 + 70 * 0.75);
+    if (!pen_.empty()) {
+      // Ink covers a pixel once, also where segments overlap at the joints.
+      pen_row.assign(static_cast<std::size_t>(w), 0);
+      bool any = false;
+      for (const auto& seg : pen_) {
+        const double hw = pen_half_width_;
+        if (yl0 < std::min(seg.a.y, seg.b.y) - hw || yl0 > std::max(seg.a.y, seg.b.y) + hw) continue;
+        const double xa = std::min(seg.a.x, seg.b.x) - hw, xb = std::max(seg.a.x, seg.b.x) + hw;
+        int i0 = std::max<int>(0, static_cast<int>(std::floor(xa / dsx - static_cast<double>(x0))));
+        int i1 = std::min<int>(w, static_cast<int>(std::ceil(xb / dsx - static_cast<double>(x0))) + 1);
+        const double dx = seg.b.x - seg.a.x, dy = seg.b.y - seg.a.y, len2 = dx * dx + dy * dy;
+        for (int i = i0; i < i1; ++i) {
+          const double px = (static_cast<double>(x0 + i) + 0.5) * dsx - seg.a.x, py = yl0 - seg.a.y;
+          const double t = len2 > 0 ? std::clamp((px * dx + py * dy) / len2, 0.0, 1.0) : 0.0;
+          const double ex = px - t * dx, ey = py - t * dy;
+          if (ex * ex + ey * ey <= hw * hw) {
+            pen_row[static_cast<std::size_t>(i)] = 1;
+            any = true;
+          }
         }
       }
+      if (any)
+        for (int i = 0; i < w; ++i)
+          if (pen_row[static_cast<std::size_t>(i)]) {
+            std::uint8_t* p = row + 3 * i;
+            // Translucent green marker ink over what is below.
+            p[0] = static_cast<std::uint8_t>(p[0] * 0.25 + 30 * 0.75);
+            p[1] = static_cast<std::uint8_t>(p[1] * 0.25 + 110 * 0.75);
+            p[2] = static_cast<std::uint8_t>(p[2] * 0.25 + 70 * 0.75);
+          }
     }
   }
 }
