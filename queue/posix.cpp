@@ -76,7 +76,7 @@ void fsync_dir(const fs::path& dir) {
 }
 
 void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::string_view content,
-                       bool sync_dir) {
+                       bool sync_dir, bool sync_file) {
   fs::path tmp = tmp_dir / (dest.filename().string() + "." + random_hex(6) + ".tmp");
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
@@ -93,7 +93,7 @@ void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::strin
       }
       done += static_cast<std::size_t>(n);
     }
-    if (::fsync(fd.get()) != 0) {
+    if (sync_file && ::fsync(fd.get()) != 0) {
       int err = errno;
       fd.reset();
       ::unlink(tmp.c_str());

@@ -43,8 +43,9 @@ class Fd {
 std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes);
 // Writes content to tmp_dir/<unique>, fsyncs it, renames it to dest (which
 // must not be open elsewhere) and fsyncs dest's folder when sync_dir.
+// sync_file=false skips the file's fsync (leases: stale after a crash anyway).
 void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::string_view content,
-                       bool sync_dir);
+                       bool sync_dir, bool sync_file = true);
 void fsync_dir(const fs::path& dir);
 // Names in a folder (no "." ".."), sorted. Throws when the folder cannot be read.
 std::vector<std::string> list_dir(const fs::path& dir);

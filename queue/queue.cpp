@@ -181,7 +181,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
 
   void write_lease(const std::string& id, const std::string& run) const {
     record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now()}, run};
-    posix::write_file_atomic(tmp(), lease_path(id), record::encode_lease(l), false);
+    posix::write_file_atomic(tmp(), lease_path(id), record::encode_lease(l), false, false);
   }
 
   // Moves a job file this process holds the lock of out of active/: first
@@ -389,9 +389,16 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   posix::unlink_file(mark_path(id));
   write_lease(id, impl->run);
   if (!posix::rename_file(job_path(State::pending, id), job_path(State::active, id))) {
-    posix::unlink_file(lease_path(id));
-    return std::nullopt;  // lost the race (another host, or a cancel)
+    // Lost the race (a cancel, or another host where flock is not shared):
+    // the lease may be the winner's by now.
+    try {
+      if (auto l = read_lease(id); l && l->run == impl->run) posix::unlink_file(lease_path(id));
+    } catch (const QueueError&) {
+    }
+    return std::nullopt;
   }
+  // Ours now; a loser may have overwritten the lease in between.
+  write_lease(id, impl->run);
   f->job.state = State::active;
   impl->file = std::move(*f);
   impl->lock = std::move(lock);
@@ -529,6 +536,8 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
   for (auto& p : subs) {
     if (q.opt.create) make(p);
     auto st = posix::stat_path(p);
+    if (!st && errno == ENOENT)
+      throw QueueError("queue " + p.string() + ": missing (not a queue folder?)");
     if (!st) posix::fail(p, "open folder", errno);
     if (!S_ISDIR(st->st_mode)) throw QueueError("queue " + p.string() + ": not a folder");
   }
