@@ -441,8 +441,8 @@ Image Slide::read(std::int64_t x, std::int64_t y, std::int64_t w, std::int64_t h
   if (lv) {
     double rest = downsample / lds;
     for (int d : {8, 4, 2})
-      if (d <= rest * (1 + 1e-9) && lv->tile_width % (8u * unsigned(d)) == 0 &&
-          lv->tile_height % (8u * unsigned(d)) == 0) {
+      if (d <= rest * (1 + 1e-9) && lv->tile_width % unsigned(d) == 0 &&
+          lv->tile_height % unsigned(d) == 0) {
         denom = d;
         break;
       }

@@ -168,10 +168,13 @@ bool TiffSource::read_tile(const TiffLevel& lv, std::uint32_t col, std::uint32_t
   std::uint64_t offset = lv.offsets[index], count = lv.byte_counts[index];
   if (count < 4 || count > kMaxTileBytes || offset > file_size_ || count > file_size_ - offset) return false;
   bool splice = lv.tables.size() >= 4 && lv.tables[0] == 0xFF && lv.tables[1] == 0xD8;
-  std::size_t prefix = splice ? lv.tables.size() - 2 : 0;  // tables without their EOI
-  out.resize(prefix + count);
-  if (splice) std::memcpy(out.data(), lv.tables.data(), prefix);
-  std::uint8_t* dst = out.data() + prefix;
+  // Layout: the tables without their EOI, then the tile without its SOI. The
+  // tile is read over the tables' last two bytes, which are put back after
+  // its SOI is checked: no second copy of the tile.
+  std::size_t keep = splice ? lv.tables.size() - 4 : 0;
+  out.resize(keep + count);
+  if (splice) std::memcpy(out.data(), lv.tables.data(), keep);
+  std::uint8_t* dst = out.data() + keep;
   std::uint64_t done = 0;
   while (done < count) {
     ssize_t n = ::pread(fd_, dst + done, count - done, static_cast<off_t>(offset + done));
@@ -179,7 +182,7 @@ bool TiffSource::read_tile(const TiffLevel& lv, std::uint32_t col, std::uint32_t
     done += static_cast<std::uint64_t>(n);
   }
   if (dst[0] != 0xFF || dst[1] != 0xD8) return false;
-  if (splice) out.erase(out.begin() + static_cast<std::ptrdiff_t>(prefix), out.begin() + static_cast<std::ptrdiff_t>(prefix + 2));
+  if (splice) std::memcpy(dst, lv.tables.data() + keep, 2);
   return true;
 }
 
