@@ -299,7 +299,8 @@ std::size_t MultipartParser::feed_headers(const char* p, std::size_t n) {
     }
   }
   if (end == std::string::npos) {
-    if (header_.size() > limits_.max_header_bytes)
+    // Only once the whole allowance is in: where a feed ends must not matter.
+    if (header_.size() >= limits_.max_header_bytes + 4)
       fail("multipart: headers of part " + std::to_string(parts_ + 1) + " exceed " +
            std::to_string(limits_.max_header_bytes) + " bytes");
     return take;
