@@ -60,7 +60,7 @@ struct Decoded {
     if (!value) throw DecodeError(error);
     return *value;
   }
-  T&& get() && {
+  T get() && {
     if (!value) throw DecodeError(error);
     return std::move(*value);
   }

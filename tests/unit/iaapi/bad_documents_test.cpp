@@ -174,3 +174,35 @@ TEST_CASE("bad image info and results", "[iaapi][errors]") {
       {R"({"id": 1})", "body: expected array, got object"},
   });
 }
+
+TEST_CASE("sizes of untrusted documents are bounded", "[iaapi][errors]") {
+  std::string many = R"({"slideId": "s", "data": {"result": {"type": "primitive", "content": [{"polygons": [)";
+  for (std::size_t i = 0; i <= kMaxPolygons; ++i) many += i ? R"(,{"points":[]})" : R"({"points":[]})";
+  many += "]}]}}}";
+  auto d = decode_body<Result>(many);
+  CHECK(d.error.what() == "data.result.content[0].polygons: too many elements (100001, limit 100000)");
+
+  const std::string long_text(kMaxStringLength + 1, 'x');
+  auto r = decode_body<Result>(R"({"slideId": "s", "displayResult": ")" + long_text + "\"}");
+  CHECK(r.error.what() == "displayResult: too long (65537 bytes, limit 65536)");
+
+  // At the limit is still fine.
+  auto ok = decode_body<Result>(R"({"slideId": "s", "displayResult": ")" +
+                                std::string(kMaxStringLength, 'x') + "\"}");
+  CHECK(ok.ok());
+}
+
+TEST_CASE("get() turns a field error into DecodeError", "[iaapi][errors]") {
+  auto d = decode_body<Invocation>("{}");
+  CHECK_FALSE(d.ok());
+  CHECK(d.error.field == "action");
+  CHECK(d.error.message == "missing");
+  CHECK_THROWS_AS(d.get(), DecodeError);
+  try {
+    d.get();
+  } catch (const DecodeError& e) {
+    CHECK(std::string(e.what()) == "action: missing");
+    CHECK(e.error().field == "action");
+  }
+  CHECK(decode_body<ApplicationInfo>(R"({"apiVersion": "1.9"})").get().api_version == "1.9");
+}

@@ -224,3 +224,50 @@ TEST_CASE("enum spellings", "[iaapi][messages]") {
   CHECK_FALSE(parse_action("Cancel"));
   CHECK(parse_input_type("multiArea") == InputType::multiArea);
 }
+
+TEST_CASE("unknown fields inside result content survive a round trip", "[iaapi][messages]") {
+  const std::string text = R"({"id": 3, "versionId": "v", "slideId": "s", "displayResult": "",
+    "displayProperties": {}, "applicationVersion": "1",
+    "data": {"context": {}, "heatmapVersion": 2,
+             "result": {"type": "patchCollection", "content": {
+               "description": "d", "polygons": [], "patches": [], "tags": [], "patchSize": 0,
+               "magnification": 40, "verifiedBy": "dr. x"}}},
+    "futureFlag": true})";
+  auto r = round_trip<StoredResult>(text);
+  CHECK(r.data.extra.at("heatmapVersion") == 2);
+  CHECK(r.data.result->patches.extra.at("verifiedBy") == "dr. x");
+  CHECK(r.extra.at("futureFlag") == true);
+}
+
+TEST_CASE("messages built in code encode as DPAT expects", "[iaapi][messages]") {
+  Invocation inv;
+  inv.action = Action::create;
+  inv.application_id = "tissue";
+  inv.slide_id = "s1";
+  inv.callback = {"http://127.0.0.1:1/v1", "t"};
+  InvocationInput in;
+  in.type = InputType::multiArea;
+  in.multi_area = MultiAreaContent{{Polygon{{{0, 0}, {0.5, 0}, {0.5, 0.25}}}}};
+  inv.input = in;
+  const json::value j = to_json(inv);
+  CHECK(json::serialize(j) ==
+        R"({"action":"create","applicationId":"tissue","slideId":"s1",)"
+        R"("callbackInfo":{"url":"http://127.0.0.1:1/v1","token":"t"},)"
+        R"("input":{"type":"multiArea","content":{"polygons":[{"points":)"
+        R"([{"x":0,"y":0},{"x":5E-1,"y":0},{"x":5E-1,"y":2.5E-1}]}]}}})");
+  auto back = decode<Invocation>(j);
+  REQUIRE(back.ok());
+  CHECK(back->input->regions()[0] == inv.input->regions()[0]);
+
+  QualityControl qc{"0.1.0", {QualityStatus::QualityOk, "q2"}};
+  CHECK(json::serialize(to_json(qc)) ==
+        R"({"applicationVersion":"0.1.0","qualityControl":{"status":"QualityOk","versionId":"q2"}})");
+
+  StoredResult stored;
+  stored.id = 9;
+  stored.version_id = "v9";
+  stored.slide_id = "s1";
+  const Result plain = as_result(stored);
+  CHECK(to_json(plain).as_object().if_contains("id") == nullptr);
+  CHECK(to_json(stored).at("id") == 9);
+}
