@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <fstream>
 #include <mutex>
 #include <random>
@@ -650,4 +651,53 @@ TEST_CASE("download: malformed multipart ends in an error naming it, no partial 
   CHECK(e->kind() == CallbackErrorKind::not_found);
   CHECK(std::string(e->what()) == "GET /slides/s9/files: 404 Not Found: no such slide");
   CHECK(names_in(tmp.path()).empty());
+}
+
+TEST_CASE("download: a stalled answer ends at the low-speed limit, .part removed", "[download][timeout]") {
+  const std::string content = random_bytes(100'000, 9);
+  TestServer server([&](const Received&, std::size_t) {
+    Reply r = Reply::with(200, content, {"Content-Disposition: attachment; filename=\"s.svs\""},
+                          "application/octet-stream");
+    Reply out;
+    out.pieces = {r.pieces[0].substr(0, 30'000), r.pieces[0].substr(30'000)};
+    out.gap = 20s;  // the test server gives up waiting when the test ends
+    return out;
+  });
+  auto o = fast();
+  o.low_speed_bytes = 1000;
+  o.low_speed_time = 1s;
+  o.max_attempts = 1;
+  TempDir tmp;
+  auto c = client_for(server, o);
+  auto e = error_from([&] { c.download_files("s1", tmp.path()); });
+  REQUIRE(e);
+  CHECK(e->kind() == CallbackErrorKind::transport);
+  CHECK_THAT(e->what(), Catch::Matchers::StartsWith("GET /slides/s1/files: Operation too slow"));
+  CHECK(names_in(tmp.path()).empty());
+}
+
+TEST_CASE("download: cancelled from outside, no file left", "[download][cancel]") {
+  const std::string content = random_bytes(300'000, 10);
+  TestServer server([&](const Received&, std::size_t) {
+    Reply r = Reply::with(200, content, {"Content-Disposition: attachment; filename=\"s.svs\""},
+                          "application/octet-stream")
+                  .split(10'000);
+    r.gap = 20ms;
+    return r;
+  });
+  std::atomic<bool> stop{false};
+  auto o = fast();
+  o.cancelled = [&] { return stop.load(); };
+  TempDir tmp;
+  auto c = client_for(server, o);
+  auto e = error_from([&] {
+    c.download_files("s1", tmp.path(), [&](std::uint64_t done, std::uint64_t) {
+      if (done >= 50'000) stop = true;
+    });
+  });
+  REQUIRE(e);
+  CHECK(e->kind() == CallbackErrorKind::cancelled);
+  CHECK(std::string(e->what()) == "GET /slides/s1/files: cancelled");
+  CHECK(names_in(tmp.path()).empty());
+  CHECK(server.request_count() == 1);
 }
