@@ -24,6 +24,8 @@ constexpr const char* kVersion = "1.0";
 constexpr double kAssumedMpp = 0.25;
 // The view never exceeds this many cells, whatever the slide size.
 constexpr double kMaxViewCells = 8e6;
+// ... nor (when the slide allows) falls below a quarter of this.
+constexpr double kMinViewCells = 1e6;
 
 std::string area_text(double mm2) {
   char buf[32];
@@ -83,6 +85,9 @@ Outcome run(Context& ctx) {
   double ds = std::exp2(std::max(0.0, std::round(std::log2(target / mpp))));
   auto view_cells = [&](double d) { return std::ceil((bx1 - bx0) / d) * std::ceil((by1 - by0) / d); };
   while (view_cells(ds) > kMaxViewCells) ds *= 2;
+  // A small slide or drawn region would be a few hundred cells across at the
+  // target: go finer (cheaply) so outlines follow the tissue.
+  while (ds > 1 && view_cells(ds / 2) <= kMinViewCells) ds /= 2;
 
   // Stripes of whole tile rows of the level the reader will use.
   const int level = s.best_level_for_downsample(ds);
