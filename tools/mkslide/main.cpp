@@ -47,7 +47,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "yes", "no"}))
       ->capture_default_str();
   app.add_option("--threads", write.threads, "Threads generating and encoding tiles (0: all cores)")->capture_default_str();
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help and --version exit 0
+  }
 
   write.format = format == "svs" ? mkslide::Format::svs : mkslide::Format::tiff;
   write.rgb_jpeg = rgb;

@@ -30,7 +30,10 @@ const char* to_string(SlideError::Kind kind) {
 namespace {
 
 // Largest source buffer one read() holds at a time; bigger reads go in bands.
-constexpr std::size_t kMaxBandBytes = 256u << 20;
+#ifndef IASERVE_SLIDE_MAX_BAND_BYTES
+#define IASERVE_SLIDE_MAX_BAND_BYTES (256u << 20)
+#endif
+constexpr std::size_t kMaxBandBytes = IASERVE_SLIDE_MAX_BAND_BYTES;
 // OpenSlide reads are split into blocks of at most this side (also the unit of parallel work).
 constexpr std::int64_t kOpenSlideBlock = 1024;
 

@@ -170,3 +170,25 @@ TEST_CASE("fast path agrees with OpenSlide on mkslide slides", "[mkslide][fast]"
     CHECK(st.tiles_fallback == 0);
   }
 }
+
+TEST_CASE("mkslide command line: help, version, bad values, BigTIFF", "[mkslide][cli]") {
+  auto help = run({bin("mkslide"), "--help"});
+  CHECK(help.code == 0);
+  for (const char* opt : {"--width", "--height", "--format", "--tile-size", "--mpp", "--seed", "--quality", "--pen",
+                          "--dust", "--label-text", "truth.json"})
+    CHECK_THAT(help.out, Catch::Contains(opt));
+  CHECK(run({bin("mkslide"), "--version"}).code == 0);
+  TempDir dir;
+  CHECK(run({bin("mkslide"), (dir / "x.svs").string(), "--format", "png"}).code == 2);
+  CHECK(run({bin("mkslide"), (dir / "x.svs").string(), "--width", "200000"}).code == 2);
+  auto bad_tile = run({bin("mkslide"), (dir / "x.svs").string(), "--tile-size", "100"});
+  CHECK(bad_tile.code == 1);
+  CHECK_THAT(bad_tile.err, Catch::Contains("--tile-size: 100"));
+  auto path = make_slide(dir, "big.svs", {"--bigtiff", "yes", "--seed", "4"});
+  auto slide = sl::Slide::open(path);
+  CHECK(slide.vendor() == "aperio");
+  CHECK(read_truth(path)["bigtiff"].as_bool());
+  CHECK(slide.fast_level(0));
+  CHECK(mean_abs_diff(slide.read(0, 0, 4000, 3000, 8, sl::Reader::fast),
+                      slide.read(0, 0, 4000, 3000, 8, sl::Reader::openslide)) <= 3.0);
+}
