@@ -1,0 +1,320 @@
+// iaserve against dpatsim, both as real processes: the IA-API routes.
+#include <catch2/catch.hpp>
+
+#include <csignal>
+#include <fstream>
+
+#include "tests/integration/server/harness.hpp"
+
+using namespace iaserve::test;
+namespace json = boost::json;
+
+namespace {
+
+json::value parse(const HttpAnswer& a) {
+  INFO("body: " << a.body);
+  return json::parse(a.body);
+}
+
+void check_versions(const HttpAnswer& a) {
+  CHECK(a.header("x-sectra-apiversion") == "1.10");
+  CHECK_FALSE(a.header("x-sectra-softwareversion").empty());
+}
+
+json::object image_info(const std::string& id, const std::string& staining, std::int64_t w = 1024,
+                        std::int64_t h = 768) {
+  return json::object{{"id", id},
+                      {"imageSize", {{"width", w}, {"height", h}}},
+                      {"tileSize", {{"width", 256}, {"height", 256}}},
+                      {"micronsPerPixel", 0.5},
+                      {"staining", {{"displayName", staining}}},
+                      {"block", {{"displayName", "A1"}}}};
+}
+
+json::object notification(const std::string& app, const std::string& slide, const std::string& cb,
+                          const std::string& staining) {
+  return json::object{{"applicationId", app},
+                      {"slideId", slide},
+                      {"callbackInfo", {{"url", cb}, {"token", kToken}}},
+                      {"imageInfo", image_info(slide, staining)}};
+}
+
+std::size_t count_slide(const std::vector<json::object>& jobs, const std::string& slide,
+                        const std::string& kind = {}) {
+  std::size_t n = 0;
+  for (const auto& p : jobs)
+    if (p.at("slideId") == slide.c_str() && (kind.empty() || p.at("kind") == kind.c_str())) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("registration and info", "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config());
+  auto a = http_get(serve.url() + "/apps/tissue", {"Host: dpat-config.example:5006"});
+  REQUIRE(a.status == 200);
+  check_versions(a);
+  auto r = parse(a).as_object();
+  CHECK(r.at("applicationId") == "tissue");
+  CHECK(r.at("displayName") == "Tissue detection");
+  CHECK(r.at("manufacturer") == "iaserve tests");
+  CHECK(r.at("url") == "http://dpat-config.example:5006/apps/tissue");
+  CHECK(r.at("inputTemplate").at("type") == "taggedPolygon");
+  CHECK(r.at("inputTemplate").at("content").at("tags").as_array().size() == 2);
+  CHECK(r.at("context").at("model") == "v1");
+
+  // Forwarded headers are ignored unless the peer is a trusted proxy.
+  a = http_get(serve.url() + "/apps/tissue",
+               {"Host: internal:1", "X-Forwarded-Host: proxy.example", "X-Forwarded-Proto: https"});
+  CHECK(parse(a).at("url") == "http://internal:1/apps/tissue");
+
+  a = http_get(serve.url() + "/apps/other/info");
+  REQUIRE(a.status == 200);
+  check_versions(a);
+  CHECK(parse(a).at("apiVersion") == "1.10");
+
+  a = http_get(serve.url() + "/");
+  REQUIRE(a.status == 200);
+  CHECK(parse(a).at("apps").as_array().size() == 2);
+  CHECK(http_get(serve.url() + "/healthz").status == 200);
+  a = http_get(serve.url() + "/readyz");
+  CHECK(a.status == 200);
+  check_versions(a);
+}
+
+TEST_CASE("registration behind a trusted proxy", "[server][integration]") {
+  Serve serve(two_app_config("trusted_proxy = [\"127.0.0.1\"]\n"));
+  auto a = http_get(serve.url() + "/apps/tissue",
+                    {"Host: internal:1", "X-Forwarded-Host: proxy.example", "X-Forwarded-Proto: https"});
+  REQUIRE(a.status == 200);
+  CHECK(parse(a).at("url") == "https://proxy.example/apps/tissue");
+}
+
+TEST_CASE("create stores the queued frame, writes the job and answers the stored result",
+          "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config());
+  const std::string slide = sim.slide_ids().at(0);
+  auto inv = invocation("create", "tissue", slide, sim.url());
+  auto a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 200);
+  check_versions(a);
+  auto stored = parse(a).as_object();
+  REQUIRE(stored.at("id").is_int64());
+  CHECK(stored.at("slideId") == slide.c_str());
+  CHECK_THAT(std::string(stored.at("displayResult").as_string()), Catch::Matchers::Contains("analysis queued"));
+  CHECK(stored.at("data").at("result").at("type") == "primitive");
+
+  auto at_sim = sim.results("tissue", slide);
+  REQUIRE(at_sim.size() == 1);
+  CHECK(at_sim[0].at("id") == stored.at("id"));
+
+  auto pending = jobs_in(serve.queue_dir(), "pending");
+  REQUIRE(count_slide(pending, slide, "create") == 1);
+  const auto& payload = pending[0];
+  CHECK(payload.at("applicationId") == "tissue");
+  CHECK(payload.at("invocation").at("callbackInfo").at("token") == kToken);
+
+  // A second create on the slide replaces the frame (one result) and the job.
+  a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 200);
+  CHECK(parse(a).at("id") == stored.at("id"));
+  CHECK(sim.results("tissue", slide).size() == 1);
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), slide) == 1);
+
+  // The token never reaches the log.
+  CHECK(serve.process().stderr_text().find(kToken) == std::string::npos);
+  CHECK_THAT(serve.process().stderr_text(), Catch::Matchers::Contains("slide=" + slide));
+}
+
+TEST_CASE("create against a failing callback answers 502 and keeps the job", "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config());
+  auto inv = invocation("create", "tissue", "no-such-slide", sim.url());
+  auto a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 502);
+  auto e = parse(a).as_object();
+  CHECK(e.at("status") == 404);
+  CHECK(e.at("step") == "GET /slides/no-such-slide/info");
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "no-such-slide") == 1);
+
+  inv = invocation("create", "tissue", sim.slide_ids().at(0), sim.url());
+  inv["callbackInfo"].as_object()["token"] = "wrong-token";
+  a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 502);
+  CHECK(parse(a).at("status") == 401);
+  CHECK(serve.process().stderr_text().find("wrong-token") == std::string::npos);
+}
+
+TEST_CASE("image notifications: accepted ones are queued, filtered ones are not", "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config(), {"--log-level", "debug"});
+  const std::string slide = sim.slide_ids().at(0);
+  auto a = http_post_json(serve.url() + "/apps/tissue/imagenotification",
+                          body(notification("tissue", slide, sim.url(), "H&E")));
+  REQUIRE(a.status == 200);
+  check_versions(a);
+  CHECK(a.body == "{}");
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), slide, "notification") == 1);
+
+  a = http_post_json(serve.url() + "/apps/other/imagenotification",
+                     body(notification("other", "filtered-slide", sim.url(), "H&E")));
+  REQUIRE(a.status == 200);
+  CHECK(a.body == "{}");
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "filtered-slide") == 0);
+  CHECK_THAT(serve.process().stderr_text(), Catch::Matchers::Contains("staining \"H&E\" not in [PAS]"));
+
+  a = http_post_json(serve.url() + "/apps/other/imagenotification",
+                     body(notification("other", "pas-slide", sim.url(), "pas")));
+  REQUIRE(a.status == 200);
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "pas-slide", "notification") == 1);
+}
+
+TEST_CASE("modify stores the changed result; a pressed button queues a job", "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config());
+  const std::string slide = sim.slide_ids().at(0);
+  auto a = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", slide, sim.url())));
+  REQUIRE(a.status == 200);
+  auto stored = parse(a).as_object();
+  // The pending create would coalesce with the modify job: take it out first.
+  for (const auto& e : fs::directory_iterator(serve.queue_dir() / "pending")) fs::remove(e.path());
+
+  auto changed = stored;
+  changed["displayResult"] = "edited by the pathologist";
+  changed["customField"] = "kept";
+  auto inv = invocation("modify", "tissue", slide, sim.url());
+  inv["input"] = changed;
+  a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 200);
+  auto updated = parse(a).as_object();
+  CHECK(updated.at("id") == stored.at("id"));
+  CHECK(updated.at("displayResult") == "edited by the pathologist");
+  CHECK(updated.at("versionId") != stored.at("versionId"));
+  auto at_sim = sim.results("tissue", slide);
+  REQUIRE(at_sim.size() == 1);
+  CHECK(at_sim[0].at("displayResult") == "edited by the pathologist");
+  CHECK(at_sim[0].at("customField") == "kept");
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), slide) == 0);  // no button pressed
+
+  // A patchCollection with its "rerun" button pressed.
+  auto pressed = updated;
+  pressed["data"] = json::object{
+      {"context", json::object{}},
+      {"result",
+       {{"type", "patchCollection"},
+        {"content",
+         {{"description", "patches"},
+          {"polygons", json::array{}},
+          {"patches", json::array{}},
+          {"tags", json::array{"tumour"}},
+          {"patchSize", 64},
+          {"magnification", 20.0},
+          {"statuses", {{"allowVerify", {{"value", true}}}}},
+          {"actions", json::array{json::object{{"id", "rerun"}, {"state", 1}, {"name", "Run again"}}}}}}}}};
+  inv["input"] = pressed;
+  a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 200);
+  auto jobs = jobs_in(serve.queue_dir(), "pending");
+  REQUIRE(count_slide(jobs, slide, "modify") == 1);
+  CHECK(jobs[0].at("actionId") == "rerun");
+}
+
+TEST_CASE("delete and cancel take the slide's job out of the queue", "[server][integration]") {
+  Sim sim(2);
+  Serve serve(two_app_config());
+  const std::string s0 = sim.slide_ids().at(0), s1 = sim.slide_ids().at(1);
+  auto inv0 = invocation("create", "tissue", s0, sim.url());
+  auto inv1 = invocation("create", "tissue", s1, sim.url());
+  inv1["cancellationToken"] = "cancel-me";
+  REQUIRE(http_post_json(serve.url() + "/apps/tissue", body(inv0)).status == 200);
+  auto created = http_post_json(serve.url() + "/apps/tissue", body(inv1));
+  REQUIRE(created.status == 200);
+  REQUIRE(jobs_in(serve.queue_dir(), "pending").size() == 2);
+
+  auto del = invocation("delete", "tissue", s0, sim.url());
+  del["input"] = parse(created);  // the stored result DPAT deletes
+  del["input"].as_object()["slideId"] = s0;
+  auto a = http_post_json(serve.url() + "/apps/tissue", body(del));
+  REQUIRE(a.status == 200);
+  check_versions(a);
+  CHECK(a.body == "{}");
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), s0) == 0);
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "cancelled"), s0) == 1);
+
+  // Cancel by token: the slide id DPAT sends along does not matter.
+  auto cancel = invocation("cancel", "tissue", "some-other-slide", sim.url());
+  cancel["cancellationToken"] = "cancel-me";
+  a = http_post_json(serve.url() + "/apps/tissue", body(cancel));
+  REQUIRE(a.status == 200);
+  CHECK(a.body == "[]");
+  CHECK(jobs_in(serve.queue_dir(), "pending").empty());
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "cancelled"), s1) == 1);
+}
+
+TEST_CASE("two apps in one server keep their results and jobs apart", "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config());
+  const std::string slide = sim.slide_ids().at(0);
+  auto a = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", slide, sim.url())));
+  REQUIRE(a.status == 200);
+  auto b = http_post_json(serve.url() + "/apps/other", body(invocation("create", "other", slide, sim.url())));
+  REQUIRE(b.status == 200);
+  CHECK(parse(a).at("id") != parse(b).at("id"));
+  CHECK(sim.results("tissue", slide).size() == 1);
+  CHECK(sim.results("other", slide).size() == 1);
+  auto jobs = jobs_in(serve.queue_dir(), "pending");
+  REQUIRE(jobs.size() == 2);
+  CHECK(jobs[0].at("applicationId") != jobs[1].at("applicationId"));
+  // The wrong app's route refuses the other app's id.
+  auto c = http_post_json(serve.url() + "/apps/other", body(invocation("create", "tissue", slide, sim.url())));
+  CHECK(c.status == 400);
+  CHECK(parse(c).at("field") == "applicationId");
+}
+
+TEST_CASE("HTTPS with a self-signed certificate", "[server][integration]") {
+  Sim sim;
+  TempDir certs("iaserve-certs");
+  auto made = run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                   "-keyout", (certs / "key.pem").string(), "-out", (certs / "cert.pem").string(), "-days", "2",
+                   "-subj", "/CN=127.0.0.1"});
+  REQUIRE(made.code == 0);
+  Serve serve(two_app_config("tls_cert = \"" + (certs / "cert.pem").string() + "\"\ntls_key = \"" +
+                             (certs / "key.pem").string() + "\"\n"));
+  REQUIRE(serve.url().rfind("https://", 0) == 0);
+  auto a = http_get(serve.url() + "/apps/tissue", {"Host: secure.example"});
+  REQUIRE(a.status == 200);
+  CHECK(parse(a).at("url") == "https://secure.example/apps/tissue");
+  const std::string slide = sim.slide_ids().at(0);
+  a = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", slide, sim.url())));
+  REQUIRE(a.status == 200);
+  CHECK(parse(a).at("id").is_int64());
+  // Plain HTTP on the TLS port gets no answer.
+  std::string plain = "http://" + serve.url().substr(8);
+  CHECK(http_get(plain + "/healthz").status != 200);
+}
+
+TEST_CASE("SIGTERM stops the server with exit code 0", "[server][integration]") {
+  Serve serve(two_app_config());
+  REQUIRE(http_get(serve.url() + "/healthz").status == 200);
+  serve.process().signal(SIGTERM);
+  auto code = serve.process().wait();
+  REQUIRE(code);
+  CHECK(*code == 0);
+}
+
+TEST_CASE("configuration errors stop the start with the key named", "[server][integration]") {
+  TempDir dir("iaserve-cfg");
+  std::ofstream(dir / "bad.toml") << "[[apps]]\nroute = \"tissue\"\napplication_id = \"t\"\n";
+  auto r = run({bin("iaserve"), "--config", (dir / "bad.toml").string()});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].route: must start with '/', got \"tissue\""));
+
+  std::ofstream(dir / "good.toml") << "[[apps]]\nroute = \"/t\"\napplication_id = \"t\"\n";
+  r = run({bin("iaserve"), "--config", (dir / "good.toml").string(), "--check-config", "--listen", "127.0.0.1:0",
+           "--queue-dir", "/tmp/q"});
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("listen = '127.0.0.1:0'"));
+  CHECK_THAT(r.out, Catch::Matchers::Contains("dir = '/tmp/q'"));
+}
