@@ -1,0 +1,239 @@
+// bench_invoke: C concurrent clients creating against iaserve, with dpatsim
+// adding L ms to every callback. Starts both programs itself (beside this
+// one in bin/), on ephemeral ports, in a temporary folder it removes.
+//
+// Prints invocations/s, p50/p99 latency, p99 as a multiple of L and the
+// server's peak RSS (VmHWM), against the targets:
+//   p99 <= 3 L + 5 ms (C=64, L=5); >= 2,000 invocations/s (L=0); RSS <= 50 MB.
+#include <CLI/CLI.hpp>
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Child {
+  pid_t pid = -1;
+  fs::path out, err;
+
+  Child(const std::vector<std::string>& argv, const fs::path& dir, const std::string& name) {
+    out = dir / (name + ".out");
+    err = dir / (name + ".err");
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    if (posix_spawn(&pid, args[0], &fa, nullptr, args.data(), environ) != 0)
+      throw std::runtime_error("cannot start " + argv[0]);
+    posix_spawn_file_actions_destroy(&fa);
+  }
+  ~Child() {
+    if (pid > 0) {
+      ::kill(pid, SIGTERM);
+      int st = 0;
+      for (int i = 0; i < 100; ++i) {
+        if (::waitpid(pid, &st, WNOHANG) == pid) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &st, 0);
+    }
+  }
+  std::string first_line() const {
+    for (int i = 0; i < 300; ++i) {
+      std::ifstream in(out);
+      std::string line;
+      if (std::getline(in, line) && in.good()) return line;
+      int st = 0;
+      if (::waitpid(pid, &st, WNOHANG) == pid) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::ifstream e(err);
+    std::stringstream ss;
+    ss << e.rdbuf();
+    throw std::runtime_error("no listening line from " + out.string() + ": " + ss.str());
+  }
+  std::string url() const {
+    std::string l = first_line();
+    const std::string p = "listening on ";
+    if (l.rfind(p, 0) != 0) throw std::runtime_error("unexpected first line: " + l);
+    return l.substr(p.size());
+  }
+  long peak_rss_kb() const {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(in, line))
+      if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
+  }
+};
+
+std::size_t sink(char* ptr, std::size_t size, std::size_t n, void* userdata) {
+  static_cast<std::string*>(userdata)->append(ptr, size * n);
+  return size * n;
+}
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  std::size_t k = static_cast<std::size_t>(p * static_cast<double>(v.size() - 1) + 0.5);
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
+  return v[k];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bench_invoke: create invocations per second and latency of iaserve against dpatsim"};
+  int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2;
+  unsigned io_threads = 2, pool_threads = 0;
+  std::string log_level = "info";
+  app.add_option("--clients,-c", clients, "concurrent clients (C)")->capture_default_str();
+  app.add_option("--latency-ms,-l", latency, "ms dpatsim adds to every callback (L)")->capture_default_str();
+  app.add_option("--seconds", seconds, "measured seconds")->capture_default_str();
+  app.add_option("--warmup", warmup, "seconds of warm-up, not measured")->capture_default_str();
+  app.add_option("--slides", slides, "distinct slides the clients create on")->capture_default_str();
+  app.add_option("--io-threads", io_threads, "iaserve server.io_threads")->capture_default_str();
+  app.add_option("--pool-threads", pool_threads, "iaserve server.callback_pool_threads (0: = clients)");
+  app.add_option("--log-level", log_level, "iaserve log level (its log goes to a file)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (pool_threads == 0) pool_threads = static_cast<unsigned>(std::max(clients, 4));
+
+  fs::path bindir = fs::read_symlink("/proc/self/exe").parent_path();
+  char tmpl[] = "/tmp/bench-invoke-XXXXXX";
+  if (!::mkdtemp(tmpl)) return 1;
+  fs::path dir = tmpl;
+  int rc = 0;
+  try {
+    fs::create_directories(dir / "slides");
+    std::string mk = (bindir / "mkslide").string() + " " + (dir / "master.svs").string() +
+                     " --width 1024 --height 768 > /dev/null";
+    if (std::system(mk.c_str()) != 0) throw std::runtime_error("mkslide failed");
+    for (int i = 0; i < slides; ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "b%04d.svs", i);
+      fs::create_symlink(dir / "master.svs", dir / "slides" / name);
+    }
+    const std::string token = "bench-token-0123456789";
+    std::vector<std::string> sim_argv{(bindir / "dpatsim").string(), "serve", "--slides", (dir / "slides").string(),
+                                      "--listen", "127.0.0.1:0", "--token", token};
+    if (latency > 0) {
+      sim_argv.push_back("--latency-ms");
+      sim_argv.push_back(std::to_string(latency));
+    }
+    Child sim(sim_argv, dir, "dpatsim");
+    std::string cb = sim.url();
+
+    std::ofstream(dir / "iaserve.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nio_threads = " << io_threads
+                                        << "\ncallback_pool_threads = " << pool_threads
+                                        << "\nmax_pending_callbacks = 4096\n[queue]\ndir = \"" << (dir / "queue").string()
+                                        << "\"\n[data]\ndir = \"" << (dir / "data").string() << "\"\n[log]\nlevel = \""
+                                        << log_level << "\"\n[callback]\nretries = 0\n"
+                                        << "[[apps]]\nroute = \"/apps/bench\"\napplication_id = \"bench\"\n";
+    Child serve({(bindir / "iaserve").string(), "--config", (dir / "iaserve.toml").string()}, dir, "iaserve");
+    const std::string target = serve.url() + "/apps/bench";
+
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    std::atomic<bool> measuring{false}, stop{false};
+    std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
+    std::vector<long> errors(static_cast<std::size_t>(clients), 0);
+    std::vector<std::thread> threads;
+    for (int c = 0; c < clients; ++c) {
+      threads.emplace_back([&, c] {
+        CURL* h = curl_easy_init();
+        std::string answer;
+        curl_slist* hdr = curl_slist_append(nullptr, "Content-Type: application/json");
+        curl_easy_setopt(h, CURLOPT_URL, target.c_str());
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
+        curl_easy_setopt(h, CURLOPT_WRITEDATA, &answer);
+        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
+        int k = 0;
+        while (!stop) {
+          int s = (c + k * clients) % slides;
+          ++k;
+          char slide[32];
+          std::snprintf(slide, sizeof slide, "b%04d", s);
+          std::string body = std::string("{\"action\":\"create\",\"applicationId\":\"bench\",\"slideId\":\"") + slide +
+                             "\",\"callbackInfo\":{\"url\":\"" + cb + "\",\"token\":\"" + token +
+                             "\"},\"input\":{\"type\":\"wholeSlide\"}}";
+          curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
+          curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+          answer.clear();
+          auto t0 = Clock::now();
+          CURLcode res = curl_easy_perform(h);
+          double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+          long status = 0;
+          curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+          if (!measuring) continue;
+          if (res != CURLE_OK || status != 200) {
+            if (errors[static_cast<std::size_t>(c)]++ == 0 && c == 0)
+              std::cerr << "error: " << curl_easy_strerror(res) << " status " << status << " " << answer << "\n";
+          } else {
+            lat[static_cast<std::size_t>(c)].push_back(ms);
+          }
+        }
+        curl_slist_free_all(hdr);
+        curl_easy_cleanup(h);
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(warmup));
+    measuring = true;
+    auto t0 = Clock::now();
+    std::this_thread::sleep_for(std::chrono::seconds(seconds));
+    measuring = false;
+    double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+    stop = true;
+    for (auto& t : threads) t.join();
+    long rss_kb = serve.peak_rss_kb();
+
+    std::vector<double> all;
+    long errs = 0;
+    for (std::size_t i = 0; i < lat.size(); ++i) {
+      all.insert(all.end(), lat[i].begin(), lat[i].end());
+      errs += errors[i];
+    }
+    double rate = static_cast<double>(all.size()) / elapsed;
+    double p50 = percentile(all, 0.50), p99 = percentile(all, 0.99);
+    std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %u pool threads\n",
+                clients, latency, elapsed, io_threads, pool_threads);
+    std::printf("invocations: %zu ok, %ld failed\n", all.size(), errs);
+    std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", rate);
+    std::printf("latency p50: %.2f ms, p99: %.2f ms\n", p50, p99);
+    if (latency > 0)
+      std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", p99 / latency, 3 * latency + 5,
+                  p99 <= 3 * latency + 5 ? "met" : "missed");
+    std::printf("iaserve peak RSS (VmHWM): %.1f MB (target <= 50 MB: %s)\n", static_cast<double>(rss_kb) / 1024.0,
+                rss_kb >= 0 && rss_kb <= 50 * 1024 ? "met" : "missed");
+    curl_global_cleanup();
+  } catch (const std::exception& e) {
+    std::cerr << "bench_invoke: " << e.what() << "\n";
+    rc = 1;
+  }
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  return rc;
+}
