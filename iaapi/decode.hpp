@@ -16,11 +16,11 @@ namespace iaserve::iaapi {
 // Bounds on untrusted input. Identifiers end up in file names, logs and URLs;
 // polygons and strings end up in memory and in results we send back.
 inline constexpr unsigned kMaxJsonDepth = 32;
-inline constexpr std::size_t kMaxIdLength = 256;             // slideId, applicationId
-inline constexpr std::size_t kMaxStringLength = 64 * 1024;   // any other string
+inline constexpr std::size_t kMaxIdLength = 256;            // slideId, applicationId
+inline constexpr std::size_t kMaxStringLength = 64 * 1024;  // any other string
 inline constexpr std::size_t kMaxPointsPerPolygon = 1'000'000;
-inline constexpr std::size_t kMaxPolygons = 100'000;         // polygons in one list
-inline constexpr std::size_t kMaxListLength = 1'000'000;     // patches, items, tags ...
+inline constexpr std::size_t kMaxPolygons = 100'000;      // polygons in one list
+inline constexpr std::size_t kMaxListLength = 1'000'000;  // patches, items, tags ...
 
 // "input.content.polygon.points[3].x" + "expected number, got string".
 // An empty field means the whole document ("body").

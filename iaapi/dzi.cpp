@@ -16,7 +16,8 @@ int dzi_max_level(std::int64_t width, std::int64_t height) {
 
 Dzi::Dzi(std::int64_t width, std::int64_t height, std::int64_t tile_size)
     : width_(width), height_(height), tile_size_(tile_size), max_level_(0) {
-  if (width <= 0) throw std::invalid_argument("image width " + std::to_string(width) + " is not positive");
+  if (width <= 0)
+    throw std::invalid_argument("image width " + std::to_string(width) + " is not positive");
   if (height <= 0)
     throw std::invalid_argument("image height " + std::to_string(height) + " is not positive");
   if (tile_size <= 0)

@@ -90,8 +90,12 @@ Polygon rect_polygon(double px, double py, double pw, double ph, std::int64_t wi
   return polygon_from_pixels(pts, width);
 }
 
-Box bounds(const Polygon& poly) { return bounds_of(std::span<const Point>(poly.points)); }
-Box bounds(std::span<const PixelPoint> poly) { return bounds_of(poly); }
+Box bounds(const Polygon& poly) {
+  return bounds_of(std::span<const Point>(poly.points));
+}
+Box bounds(std::span<const PixelPoint> poly) {
+  return bounds_of(poly);
+}
 
 Point label_position(const Polygon& poly, double inset) {
   const Box b = bounds(poly);
@@ -105,8 +109,12 @@ bool contains(const Polygon& poly, Point p) noexcept {
   return contains_of(std::span<const Point>(poly.points), p);
 }
 
-double area(std::span<const PixelPoint> poly) noexcept { return area_of(poly); }
-double area(const Polygon& poly) noexcept { return area_of(std::span<const Point>(poly.points)); }
+double area(std::span<const PixelPoint> poly) noexcept {
+  return area_of(poly);
+}
+double area(const Polygon& poly) noexcept {
+  return area_of(std::span<const Point>(poly.points));
+}
 
 double area_pixels(const Polygon& poly, std::int64_t width) {
   const double w = checked_width(width);

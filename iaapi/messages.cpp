@@ -62,12 +62,24 @@ std::string expected_names(const EnumName<E> (&table)[N]) {
 }
 }  // namespace
 
-std::string_view to_string(Action a) noexcept { return name_of(kActions, a); }
-std::string_view to_string(InputType t) noexcept { return name_of(kInputTypes, t); }
-std::string_view to_string(ResultType t) noexcept { return name_of(kResultTypes, t); }
-std::string_view to_string(AttachmentState s) noexcept { return name_of(kAttachmentStates, s); }
-std::string_view to_string(QualityStatus s) noexcept { return name_of(kQualityStatuses, s); }
-std::optional<Action> parse_action(std::string_view s) noexcept { return value_of(kActions, s); }
+std::string_view to_string(Action a) noexcept {
+  return name_of(kActions, a);
+}
+std::string_view to_string(InputType t) noexcept {
+  return name_of(kInputTypes, t);
+}
+std::string_view to_string(ResultType t) noexcept {
+  return name_of(kResultTypes, t);
+}
+std::string_view to_string(AttachmentState s) noexcept {
+  return name_of(kAttachmentStates, s);
+}
+std::string_view to_string(QualityStatus s) noexcept {
+  return name_of(kQualityStatuses, s);
+}
+std::optional<Action> parse_action(std::string_view s) noexcept {
+  return value_of(kActions, s);
+}
 std::optional<InputType> parse_input_type(std::string_view s) noexcept {
   return value_of(kInputTypes, s);
 }
@@ -94,7 +106,9 @@ std::vector<Polygon> InvocationInput::regions() const {
   return {};
 }
 
-Result as_result(const StoredResult& r) { return static_cast<const Result&>(r); }
+Result as_result(const StoredResult& r) {
+  return static_cast<const Result&>(r);
+}
 
 // ================================================================ decoding
 namespace {
@@ -213,10 +227,17 @@ std::string read_id(Reader& r, const json::value& v) {
 double read_number(Reader& r, const json::value& v) {
   double d = 0;
   switch (v.kind()) {
-    case json::kind::int64: d = static_cast<double>(v.get_int64()); break;
-    case json::kind::uint64: d = static_cast<double>(v.get_uint64()); break;
-    case json::kind::double_: d = v.get_double(); break;
-    default: r.fail(expected("number", v));
+    case json::kind::int64:
+      d = static_cast<double>(v.get_int64());
+      break;
+    case json::kind::uint64:
+      d = static_cast<double>(v.get_uint64());
+      break;
+    case json::kind::double_:
+      d = v.get_double();
+      break;
+    default:
+      r.fail(expected("number", v));
   }
   if (!std::isfinite(d)) r.fail("not a finite number");
   return d;
@@ -224,7 +245,8 @@ double read_number(Reader& r, const json::value& v) {
 
 std::int64_t read_int(Reader& r, const json::value& v) {
   switch (v.kind()) {
-    case json::kind::int64: return v.get_int64();
+    case json::kind::int64:
+      return v.get_int64();
     case json::kind::uint64:
       if (v.get_uint64() > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
         r.fail("integer out of range");
@@ -236,7 +258,8 @@ std::int64_t read_int(Reader& r, const json::value& v) {
         return static_cast<std::int64_t>(d);
       r.fail("expected integer, got a fractional number");
     }
-    default: r.fail(expected("integer", v));
+    default:
+      r.fail(expected("integer", v));
   }
 }
 
@@ -245,7 +268,9 @@ bool read_bool(Reader& r, const json::value& v) {
   return v.get_bool();
 }
 
-json::object read_free_object(Reader& r, const json::value& v) { return read_object(r, v); }
+json::object read_free_object(Reader& r, const json::value& v) {
+  return read_object(r, v);
+}
 
 // A required member: "key: missing" when absent.
 template <class F>
@@ -284,9 +309,8 @@ template <class F>
 auto optional_list(Reader& r, const json::object& o, std::string_view key, std::size_t limit,
                    F&& f) {
   using T = decltype(f(r, std::declval<const json::value&>()));
-  auto list = optional(r, o, key, [&](Reader& rr, const json::value& v) {
-    return read_list(rr, v, limit, f);
-  });
+  auto list = optional(
+      r, o, key, [&](Reader& rr, const json::value& v) { return read_list(rr, v, limit, f); });
   return list ? std::move(*list) : std::vector<T>{};
 }
 
@@ -338,9 +362,13 @@ Polygon read_polygon_min(Reader& r, const json::value& v, std::size_t min_points
   return poly;
 }
 
-Polygon read_polygon(Reader& r, const json::value& v) { return read_polygon_min(r, v, 0); }
+Polygon read_polygon(Reader& r, const json::value& v) {
+  return read_polygon_min(r, v, 0);
+}
 // A region the user drew: a real area.
-Polygon read_region(Reader& r, const json::value& v) { return read_polygon_min(r, v, 3); }
+Polygon read_region(Reader& r, const json::value& v) {
+  return read_polygon_min(r, v, 3);
+}
 
 // ---------------------------------------------------------------- small messages
 CallbackInfo read_callback(Reader& r, const json::value& v) {
@@ -491,13 +519,33 @@ ImageInfo read_image_info(Reader& r, const json::value& v) {
   i.exam_id = optional(r, o, "examId", read_string);
   i.exam_date_time = optional(r, o, "examDateTime", read_string);
   i.exam_free_fields = optional(r, o, "examFreeFields", read_free_array);
-  i.extra = collect_extra(
-      o, {"id", "isStreamable", "imageSize", "tileSize", "micronsPerPixel", "focalPlanes",
-          "opticalPaths", "storedTileFormat", "availableTileFormats", "fileFormat", "staining",
-          "block", "specimen", "bodyPart", "examCode", "examDescription", "stationName",
-          "priority", "qualityControl", "seriesInstanceUid", "lisSlideId", "accessionNumber",
-          "accessionNumberIssuer", "studyInstanceUid", "examId", "examDateTime",
-          "examFreeFields"});
+  i.extra = collect_extra(o, {"id",
+                              "isStreamable",
+                              "imageSize",
+                              "tileSize",
+                              "micronsPerPixel",
+                              "focalPlanes",
+                              "opticalPaths",
+                              "storedTileFormat",
+                              "availableTileFormats",
+                              "fileFormat",
+                              "staining",
+                              "block",
+                              "specimen",
+                              "bodyPart",
+                              "examCode",
+                              "examDescription",
+                              "stationName",
+                              "priority",
+                              "qualityControl",
+                              "seriesInstanceUid",
+                              "lisSlideId",
+                              "accessionNumber",
+                              "accessionNumberIssuer",
+                              "studyInstanceUid",
+                              "examId",
+                              "examDateTime",
+                              "examFreeFields"});
   return i;
 }
 
@@ -510,8 +558,8 @@ CaseImageInfo read_case_image_info(Reader& r, const json::value& v) {
   i.specimen = optional(r, o, "specimen", read_specimen);
   i.series_instance_uid = optional(r, o, "seriesInstanceUid", read_string);
   i.lis_slide_id = optional(r, o, "lisSlideId", read_string);
-  i.extra = collect_extra(
-      o, {"id", "staining", "block", "specimen", "seriesInstanceUid", "lisSlideId"});
+  i.extra =
+      collect_extra(o, {"id", "staining", "block", "specimen", "seriesInstanceUid", "lisSlideId"});
   return i;
 }
 
@@ -551,8 +599,8 @@ PatchCollection read_patch_collection(Reader& r, const json::value& v) {
   pc.polygons = optional_list(r, o, "polygons", kMaxPolygons, read_polygon);
   pc.tags = optional(r, o, "tags", read_string_list).value_or(std::vector<std::string>{});
   const std::size_t tag_count = pc.tags.size();
-  pc.patches = optional_list(
-      r, o, "patches", kMaxListLength, [tag_count](Reader& rr, const json::value& x) {
+  pc.patches =
+      optional_list(r, o, "patches", kMaxListLength, [tag_count](Reader& rr, const json::value& x) {
         const auto& po = read_object(rr, x);
         Patch p;
         p.tag = required(rr, po, "tag", [tag_count](Reader& r3, const json::value& t) {
@@ -639,11 +687,15 @@ Attachment read_attachment(Reader& r, const json::value& v) {
 
 DisplayValue read_display_value(Reader& r, const json::value& v) {
   switch (v.kind()) {
-    case json::kind::string: return read_string(r, v);
+    case json::kind::string:
+      return read_string(r, v);
     case json::kind::int64:
-    case json::kind::uint64: return read_int(r, v);
-    case json::kind::double_: return read_number(r, v);
-    default: r.fail(expected("string or number", v));
+    case json::kind::uint64:
+      return read_int(r, v);
+    case json::kind::double_:
+      return read_number(r, v);
+    default:
+      r.fail(expected("string or number", v));
   }
 }
 
@@ -653,7 +705,9 @@ void read_result_fields(Reader& r, const json::object& o, Result& out) {
   if (const json::value* pv = o.if_contains("displayProperties"); pv && !pv->is_null()) {
     At at(r, "displayProperties");
     const auto& po = read_object(r, *pv);
-    if (po.size() > kMaxListLength) r.fail("too many properties");
+    if (po.size() > kMaxListLength)
+      r.fail("too many properties (" + std::to_string(po.size()) + ", limit " +
+             std::to_string(kMaxListLength) + ")");
     out.display_properties.reserve(po.size());
     for (const auto& kv : po) {
       const std::string_view name(kv.key().data(), kv.key().size());
@@ -690,9 +744,8 @@ StoredResult read_stored_result(Reader& r, const json::value& v) {
 InvocationInput read_create_input(Reader& r, const json::value& v) {
   const auto& o = read_object(r, v);
   InvocationInput in;
-  in.type = required(r, o, "type", [](Reader& rr, const json::value& x) {
-    return read_enum(rr, x, kInputTypes);
-  });
+  in.type = required(
+      r, o, "type", [](Reader& rr, const json::value& x) { return read_enum(rr, x, kInputTypes); });
   if (in.type == InputType::wholeSlide) return in;  // content, if any, means nothing
   At at(r, "content");
   const json::value* cv = o.if_contains("content");
@@ -708,8 +761,8 @@ InvocationInput read_create_input(Reader& r, const json::value& v) {
       At at_index(r, "tagIndex");
       if (!t.tag_index) r.fail("missing (required when tags is given)");
       if (*t.tag_index < 0 || static_cast<std::size_t>(*t.tag_index) >= t.tags->size())
-        r.fail(std::to_string(*t.tag_index) + " out of range [0," +
-               std::to_string(t.tags->size()) + ")");
+        r.fail(std::to_string(*t.tag_index) + " out of range [0," + std::to_string(t.tags->size()) +
+               ")");
     }
     in.tagged_polygon = std::move(t);
   } else {
@@ -745,9 +798,8 @@ InvocationBase read_base(Reader& r, const json::object& o) {
 Invocation read_invocation(Reader& r, const json::value& v) {
   const auto& o = read_object(r, v);
   Invocation inv;
-  inv.action = required(r, o, "action", [](Reader& rr, const json::value& x) {
-    return read_enum(rr, x, kActions);
-  });
+  inv.action = required(
+      r, o, "action", [](Reader& rr, const json::value& x) { return read_enum(rr, x, kActions); });
   InvocationBase b = read_base(r, o);
   inv.application_id = std::move(b.application_id);
   inv.slide_id = std::move(b.slide_id);
@@ -874,7 +926,9 @@ json::value num(double d) {
   return json::value(d);
 }
 
-json::string_view sv(std::string_view s) { return json::string_view(s.data(), s.size()); }
+json::string_view sv(std::string_view s) {
+  return json::string_view(s.data(), s.size());
+}
 
 void merge_extra(json::object& o, const json::object& extra) {
   for (const auto& kv : extra)
@@ -901,7 +955,9 @@ json::value qc_data(const QualityControlData& q) {
   return json::object{{"status", sv(to_string(q.status))}, {"versionId", sv(q.version_id)}};
 }
 
-json::value display_name(const std::string& s) { return json::object{{"displayName", sv(s)}}; }
+json::value display_name(const std::string& s) {
+  return json::object{{"displayName", sv(s)}};
+}
 
 json::value specimen(const Specimen& s) {
   json::object o;
@@ -914,7 +970,9 @@ json::value tile_format(const TileFormat& f) {
   return json::object{{"mimeType", sv(f.mime_type)}, {"extension", sv(f.extension)}};
 }
 
-json::value callback(const CallbackInfo& c) { return to_json(c); }
+json::value callback(const CallbackInfo& c) {
+  return to_json(c);
+}
 
 void put_opt(json::object& o, std::string_view key, const std::optional<std::string>& s) {
   if (s) o[sv(key)] = sv(*s);
@@ -949,7 +1007,9 @@ void write_result_fields(json::object& o, const Result& r) {
 
 }  // namespace
 
-json::value to_json(const Point& p) { return json::object{{"x", num(p.x)}, {"y", num(p.y)}}; }
+json::value to_json(const Point& p) {
+  return json::object{{"x", num(p.x)}, {"y", num(p.y)}};
+}
 
 json::value to_json(const Polygon& p) {
   return json::object{{"points", array_of(p.points, [](const Point& pt) { return to_json(pt); })}};
@@ -957,7 +1017,8 @@ json::value to_json(const Polygon& p) {
 
 json::value to_json(const Registration& r) {
   json::object tmpl{{"type", sv(to_string(r.input_template.type))}};
-  if (r.input_template.tags) tmpl["content"] = json::object{{"tags", strings(*r.input_template.tags)}};
+  if (r.input_template.tags)
+    tmpl["content"] = json::object{{"tags", strings(*r.input_template.tags)}};
   return json::object{{"applicationId", sv(r.application_id)},
                       {"displayName", sv(r.display_name)},
                       {"url", sv(r.url)},
@@ -1049,9 +1110,8 @@ json::value to_json(const PatchCollection& p) {
   o["description"] = sv(p.description);
   o["polygons"] = polygons(p.polygons);
   o["patches"] = array_of(p.patches, [](const Patch& x) -> json::value {
-    return json::object{{"tag", x.tag},
-                        {"position", to_json(x.position)},
-                        {"sortKeyValue", num(x.sort_key_value)}};
+    return json::object{
+        {"tag", x.tag}, {"position", to_json(x.position)}, {"sortKeyValue", num(x.sort_key_value)}};
   });
   o["tags"] = strings(p.tags);
   o["patchSize"] = p.patch_size;

@@ -304,24 +304,36 @@ struct ImageNotification {
 template <class T>
 Decoded<T> decode(const boost::json::value& v);
 
-template <> Decoded<Point> decode<Point>(const boost::json::value& v);
-template <> Decoded<Polygon> decode<Polygon>(const boost::json::value& v);
-template <> Decoded<CallbackInfo> decode<CallbackInfo>(const boost::json::value& v);
-template <> Decoded<Registration> decode<Registration>(const boost::json::value& v);
-template <> Decoded<ApplicationInfo> decode<ApplicationInfo>(const boost::json::value& v);
-template <> Decoded<ImageInfo> decode<ImageInfo>(const boost::json::value& v);
-template <> Decoded<CaseImageInfo> decode<CaseImageInfo>(const boost::json::value& v);
-template <> Decoded<ResultContent> decode<ResultContent>(const boost::json::value& v);
-template <> Decoded<Result> decode<Result>(const boost::json::value& v);
-template <> Decoded<StoredResult> decode<StoredResult>(const boost::json::value& v);
-template <> Decoded<QualityControl> decode<QualityControl>(const boost::json::value& v);
-template <> Decoded<Invocation> decode<Invocation>(const boost::json::value& v);
-template <> Decoded<ImageNotification> decode<ImageNotification>(const boost::json::value& v);
+template <>
+Decoded<Point> decode<Point>(const boost::json::value& v);
+template <>
+Decoded<Polygon> decode<Polygon>(const boost::json::value& v);
+template <>
+Decoded<CallbackInfo> decode<CallbackInfo>(const boost::json::value& v);
+template <>
+Decoded<Registration> decode<Registration>(const boost::json::value& v);
+template <>
+Decoded<ApplicationInfo> decode<ApplicationInfo>(const boost::json::value& v);
+template <>
+Decoded<ImageInfo> decode<ImageInfo>(const boost::json::value& v);
+template <>
+Decoded<CaseImageInfo> decode<CaseImageInfo>(const boost::json::value& v);
+template <>
+Decoded<ResultContent> decode<ResultContent>(const boost::json::value& v);
+template <>
+Decoded<Result> decode<Result>(const boost::json::value& v);
+template <>
+Decoded<StoredResult> decode<StoredResult>(const boost::json::value& v);
+template <>
+Decoded<QualityControl> decode<QualityControl>(const boost::json::value& v);
+template <>
+Decoded<Invocation> decode<Invocation>(const boost::json::value& v);
+template <>
+Decoded<ImageNotification> decode<ImageNotification>(const boost::json::value& v);
 template <>
 Decoded<std::vector<StoredResult>> decode<std::vector<StoredResult>>(const boost::json::value& v);
 template <>
-Decoded<std::vector<CaseImageInfo>> decode<std::vector<CaseImageInfo>>(
-    const boost::json::value& v);
+Decoded<std::vector<CaseImageInfo>> decode<std::vector<CaseImageInfo>>(const boost::json::value& v);
 
 // parse_json + decode<T>: "body: ..." for bad JSON, field errors otherwise.
 template <class T>

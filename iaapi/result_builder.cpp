@@ -28,8 +28,12 @@ PrimitiveItem frame_item(std::int64_t width, std::int64_t height, std::string la
 }
 }  // namespace
 
-Style progress_style() { return Style{"#ffb000", std::nullopt, 3}; }
-Style failed_style() { return Style{"#e00000", "rgba(224,0,0,0.15)", 3}; }
+Style progress_style() {
+  return Style{"#ffb000", std::nullopt, 3};
+}
+Style failed_style() {
+  return Style{"#e00000", "rgba(224,0,0,0.15)", 3};
+}
 
 Style region_style(std::string stroke, std::string fill, std::int64_t size) {
   Style s;

@@ -22,8 +22,12 @@ struct Case {
   std::string error;
 };
 
-json::object& input(json::object& o) { return o["input"].as_object(); }
-json::object& content(json::object& o) { return input(o)["content"].as_object(); }
+json::object& input(json::object& o) {
+  return o["input"].as_object();
+}
+json::object& content(json::object& o) {
+  return input(o)["content"].as_object();
+}
 json::array& points(json::object& o) {
   return content(o)["polygon"].as_object()["points"].as_array();
 }
@@ -79,8 +83,7 @@ TEST_CASE("bad invocations give the field path and what was wrong", "[iaapi][err
        "slideId: longer than 256 bytes (300)"},
       {edited(kInvocationWholeSlide, [](auto& o) { o["applicationId"] = "tis\x7f"; }),
        "applicationId: control character at offset 3"},
-      {edited(kInvocationWholeSlide,
-              [](auto& o) { o["callbackInfo"].as_object().erase("token"); }),
+      {edited(kInvocationWholeSlide, [](auto& o) { o["callbackInfo"].as_object().erase("token"); }),
        "callbackInfo.token: missing"},
       {edited(kInvocationWholeSlide, [](auto& o) { o["callbackInfo"] = "http://x"; }),
        "callbackInfo: expected object, got string"},
@@ -123,8 +126,9 @@ TEST_CASE("bad invocations give the field path and what was wrong", "[iaapi][err
        "input.id: expected integer, got string"},
       {edited(kInvocationModify, [](auto& o) { input(o)["id"] = 18446744073709551615ull; }),
        "input.id: integer out of range"},
-      {edited(kInvocationModify,
-              [](auto& o) { input(o)["data"].as_object()["result"].as_object()["type"] = "heatmap"; }),
+      {edited(
+           kInvocationModify,
+           [](auto& o) { input(o)["data"].as_object()["result"].as_object()["type"] = "heatmap"; }),
        R"(input.data.result.type: unknown value "heatmap" (expected primitive or patchCollection))"},
       {edited(kInvocationModify,
               [](auto& o) { stored_content(o)["patches"].as_array()[0].as_object()["tag"] = 5; }),
@@ -155,8 +159,7 @@ TEST_CASE("bad image info and results", "[iaapi][errors]") {
       {edited(kImageInfo, [](auto& o) { o.erase("tileSize"); }), "tileSize: missing"},
       {edited(kImageInfo, [](auto& o) { o["micronsPerPixel"] = "0.5"; }),
        "micronsPerPixel: expected number, got string"},
-      {edited(kImageInfo,
-              [](auto& o) { o["qualityControl"].as_object()["status"] = "Maybe"; }),
+      {edited(kImageInfo, [](auto& o) { o["qualityControl"].as_object()["status"] = "Maybe"; }),
        R"(qualityControl.status: unknown value "Maybe" (expected NotSet, QualityOk or Rejected))"},
       {edited(kImageInfo, [](auto& o) { o["focalPlanes"].as_array()[0] = json::object(); }),
        "focalPlanes[0].id: missing"},
@@ -176,11 +179,14 @@ TEST_CASE("bad image info and results", "[iaapi][errors]") {
 }
 
 TEST_CASE("sizes of untrusted documents are bounded", "[iaapi][errors]") {
-  std::string many = R"({"slideId": "s", "data": {"result": {"type": "primitive", "content": [{"polygons": [)";
-  for (std::size_t i = 0; i <= kMaxPolygons; ++i) many += i ? R"(,{"points":[]})" : R"({"points":[]})";
+  std::string many =
+      R"({"slideId": "s", "data": {"result": {"type": "primitive", "content": [{"polygons": [)";
+  for (std::size_t i = 0; i <= kMaxPolygons; ++i)
+    many += i ? R"(,{"points":[]})" : R"({"points":[]})";
   many += "]}]}}}";
   auto d = decode_body<Result>(many);
-  CHECK(d.error.what() == "data.result.content[0].polygons: too many elements (100001, limit 100000)");
+  CHECK(d.error.what() ==
+        "data.result.content[0].polygons: too many elements (100001, limit 100000)");
 
   const std::string long_text(kMaxStringLength + 1, 'x');
   auto r = decode_body<Result>(R"({"slideId": "s", "displayResult": ")" + long_text + "\"}");

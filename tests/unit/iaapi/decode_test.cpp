@@ -50,9 +50,9 @@ TEST_CASE("slide keys are safe, readable and distinct", "[iaapi][decode]") {
   CHECK(key.rfind("1.2.752.24.10.2954227164-", 0) == 0);
   CHECK(key.size() == std::string("1.2.752.24.10.2954227164-").size() + 16);
   CHECK(slide_key("1.2.752.24.10.2954227164") == key);  // deterministic
-  const std::vector<std::string> tricky = {
-      "../x", "..", ".", "a/b", "a_b", "a b", "/etc/passwd", "\\\\server\\share",
-      "x\ny", "", "\xc3\xa4", std::string(300, 'z')};
+  const std::vector<std::string> tricky = {"../x", "..",  ".",           "a/b",
+                                           "a_b",  "a b", "/etc/passwd", "\\\\server\\share",
+                                           "x\ny", "",    "\xc3\xa4",    std::string(300, 'z')};
   std::set<std::string> keys;
   for (const std::string& id : tricky) {
     const std::string k = slide_key(id);

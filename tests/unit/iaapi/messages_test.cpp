@@ -250,18 +250,18 @@ TEST_CASE("messages built in code encode as DPAT expects", "[iaapi][messages]") 
   in.multi_area = MultiAreaContent{{Polygon{{{0, 0}, {0.5, 0}, {0.5, 0.25}}}}};
   inv.input = in;
   const json::value j = to_json(inv);
-  CHECK(json::serialize(j) ==
-        R"({"action":"create","applicationId":"tissue","slideId":"s1",)"
-        R"("callbackInfo":{"url":"http://127.0.0.1:1/v1","token":"t"},)"
-        R"("input":{"type":"multiArea","content":{"polygons":[{"points":)"
-        R"([{"x":0,"y":0},{"x":5E-1,"y":0},{"x":5E-1,"y":2.5E-1}]}]}}})");
+  CHECK(json::serialize(j) == R"({"action":"create","applicationId":"tissue","slideId":"s1",)"
+                              R"("callbackInfo":{"url":"http://127.0.0.1:1/v1","token":"t"},)"
+                              R"("input":{"type":"multiArea","content":{"polygons":[{"points":)"
+                              R"([{"x":0,"y":0},{"x":5E-1,"y":0},{"x":5E-1,"y":2.5E-1}]}]}}})");
   auto back = decode<Invocation>(j);
   REQUIRE(back.ok());
   CHECK(back->input->regions()[0] == inv.input->regions()[0]);
 
   QualityControl qc{"0.1.0", {QualityStatus::QualityOk, "q2"}};
-  CHECK(json::serialize(to_json(qc)) ==
-        R"({"applicationVersion":"0.1.0","qualityControl":{"status":"QualityOk","versionId":"q2"}})");
+  CHECK(
+      json::serialize(to_json(qc)) ==
+      R"({"applicationVersion":"0.1.0","qualityControl":{"status":"QualityOk","versionId":"q2"}})");
 
   StoredResult stored;
   stored.id = 9;

@@ -36,17 +36,27 @@ std::size_t pick(Rng& rng, std::size_t n) {
 
 // Byte-level damage: what a broken proxy or a hostile client sends.
 std::string mutate_bytes(std::string s, Rng& rng) {
-  static const char interesting[] = {'"', '{', '}', '[', ']', ',', ':', '\\', '0', '-',
-                                     'e', '.', '\0', '\x7f', '\xc3', '\xff', ' ', 'n'};
+  static const char interesting[] = {'"', '{', '}', '[',  ']',    ',',    ':',    '\\', '0',
+                                     '-', 'e', '.', '\0', '\x7f', '\xc3', '\xff', ' ',  'n'};
   const int edits = 1 + static_cast<int>(pick(rng, 4));
   for (int i = 0; i < edits && !s.empty(); ++i) {
     const std::size_t at = pick(rng, s.size());
     switch (pick(rng, 5)) {
-      case 0: s.resize(at); break;  // truncation
-      case 1: s[at] = static_cast<char>(pick(rng, 256)); break;
-      case 2: s[at] = interesting[pick(rng, sizeof interesting)]; break;
-      case 3: s.insert(at, 1, interesting[pick(rng, sizeof interesting)]); break;
-      default: s.erase(at, 1 + pick(rng, 8)); break;
+      case 0:
+        s.resize(at);
+        break;  // truncation
+      case 1:
+        s[at] = static_cast<char>(pick(rng, 256));
+        break;
+      case 2:
+        s[at] = interesting[pick(rng, sizeof interesting)];
+        break;
+      case 3:
+        s.insert(at, 1, interesting[pick(rng, sizeof interesting)]);
+        break;
+      default:
+        s.erase(at, 1 + pick(rng, 8));
+        break;
     }
   }
   return s;
@@ -77,19 +87,37 @@ std::string mutate_structure(std::string_view text, Rng& rng) {
   collect(root, nodes);
   json::value& target = *nodes[pick(rng, nodes.size())];
   switch (pick(rng, 10)) {
-    case 0: target = nullptr; break;
-    case 1: target = static_cast<std::int64_t>(pick(rng, 1000)) - 500; break;
-    case 2: target = "surprise"; break;
-    case 3: target = json::object{}; break;
-    case 4: target = json::array{1, "two", nullptr}; break;
-    case 5: target = nested(5 + static_cast<int>(pick(rng, 40))); break;
-    case 6: target = std::string(70'000, 'x'); break;
-    case 7: target = -1e300 * static_cast<double>(pick(rng, 3)); break;
+    case 0:
+      target = nullptr;
+      break;
+    case 1:
+      target = static_cast<std::int64_t>(pick(rng, 1000)) - 500;
+      break;
+    case 2:
+      target = "surprise";
+      break;
+    case 3:
+      target = json::object{};
+      break;
+    case 4:
+      target = json::array{1, "two", nullptr};
+      break;
+    case 5:
+      target = nested(5 + static_cast<int>(pick(rng, 40)));
+      break;
+    case 6:
+      target = std::string(70'000, 'x');
+      break;
+    case 7:
+      target = -1e300 * static_cast<double>(pick(rng, 3));
+      break;
     case 8:
-      if (auto* o = target.if_object(); o && !o->empty()) o->erase(o->begin() + pick(rng, o->size()));
+      if (auto* o = target.if_object(); o && !o->empty())
+        o->erase(o->begin() + pick(rng, o->size()));
       break;
     default:
-      if (auto* a = target.if_array(); a && !a->empty()) a->erase(a->begin() + pick(rng, a->size()));
+      if (auto* a = target.if_array(); a && !a->empty())
+        a->erase(a->begin() + pick(rng, a->size()));
       break;
   }
   return json::serialize(root);

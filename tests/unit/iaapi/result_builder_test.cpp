@@ -69,9 +69,10 @@ TEST_CASE("failed result", "[iaapi][builder]") {
 
 TEST_CASE("primitive result from polygons and labels", "[iaapi][builder]") {
   const Polygon p = rect_polygon(10, 10, 100, 100, 1000);
-  const Result r = primitive_result(
-      "s", {primitive_item({p}, {{label_position(p), "region 1"}}, region_style("#00ff00", "rgba(0,255,0,0.3)"))},
-      "1 region", "0.1.0", {{"Regions", std::int64_t{1}}});
+  const Result r = primitive_result("s",
+                                    {primitive_item({p}, {{label_position(p), "region 1"}},
+                                                    region_style("#00ff00", "rgba(0,255,0,0.3)"))},
+                                    "1 region", "0.1.0", {{"Regions", std::int64_t{1}}});
   const json::value j = to_json(r);
   const auto& content = j.at("data").at("result").at("content").as_array();
   REQUIRE(content.size() == 1);
