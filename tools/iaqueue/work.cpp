@@ -28,6 +28,7 @@ struct WorkOptions {
   int max_attempts = 3;
   std::string wakeup = "auto";
   bool keep_running = false;
+  bool no_fsync = false;
 };
 
 bool create_excl(const fs::path& p, const std::string& content) {
@@ -58,6 +59,7 @@ int run(const Globals& g, const WorkOptions& o) {
   qo.poll_interval = std::chrono::milliseconds(o.poll_ms);
   qo.max_attempts = o.max_attempts;
   qo.lease_only = g.lease_only;
+  qo.fsync = !o.no_fsync;
   qo.wakeup = o.wakeup == "inotify" ? queue::Wakeup::inotify
               : o.wakeup == "poll"  ? queue::Wakeup::poll
                                     : queue::Wakeup::automatic;
@@ -131,6 +133,7 @@ const Registration reg(
       sub.add_option("--max-attempts", o->max_attempts);
       sub.add_option("--wakeup", o->wakeup)->check(CLI::IsMember({"auto", "inotify", "poll"}));
       sub.add_flag("--keep-running", o->keep_running, "do not exit when the queue is empty");
+      sub.add_flag("--no-fsync", o->no_fsync, "skip fsync (benchmark of the queue's own cost)");
       return Runner([o](const Globals& g) { return run(g, *o); });
     },
     true);
