@@ -99,7 +99,12 @@ struct JobLock {
 JobLock try_lock(const fs::path& lock_path) {
   for (int round = 0; round < 3; ++round) {
     Fd fd(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-    if (!fd) posix::fail(lock_path, "open lock file", errno);
+    if (!fd) {
+      // On FUSE and network filesystems an O_CREAT open can fail with ENOENT
+      // when the holder unlinks the file at that moment: the job has left.
+      if (errno == ENOENT && posix::path_exists(lock_path.parent_path())) continue;
+      posix::fail(lock_path, "open lock file", errno);
+    }
     if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
       if (errno == EWOULDBLOCK || errno == EAGAIN || errno == EACCES) return {};
       posix::fail(lock_path, "flock", errno);
