@@ -333,8 +333,8 @@ class Pipeline {
   }
   void step_done(const char* step, Clock::time_point since, std::uint64_t bytes = 0) {
     const double s = seconds_since(since);
-    log_->info("job {} slide {} step {} bytes {} seconds {:.2f}", request_.job_id,
-               request_.slide_id, step, bytes, s);
+    log_->info("job {} slide {} step {} {} {} seconds {:.2f}", request_.job_id,
+               request_.slide_id, step, std::string_view(step) == "thumbnail" ? "tiles" : "bytes", bytes, s);
     if (control_.metrics) control_.metrics->step_duration(step, std::chrono::duration<double>(s));
   }
   void write_metadata(const std::vector<fs::path>& files);
@@ -451,7 +451,7 @@ void Pipeline::pipeline() {
           const int pct = static_cast<int>(f * 100);
           reporter_.post("download", "downloading " + std::to_string(pct) + " %" + eta, pct, f);
         } else {
-          reporter_.post("download", "downloading " + std::to_string(done >> 20) + " MB", -1, -1);
+          reporter_.post("download", "downloading " + std::to_string(done >> 20) + " MB", 0, -1);
         }
       });
   bytes_ = last_bytes;
