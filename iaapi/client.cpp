@@ -5,9 +5,9 @@
 #include "iaapi/multipart.hpp"
 #include "iaapi/version.hpp"
 
-#include <boost/json/serialize.hpp>
 #include <curl/curl.h>
 #include <spdlog/spdlog.h>
+#include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <cctype>
@@ -21,14 +21,22 @@ namespace iaserve::iaapi {
 
 const char* to_string(CallbackErrorKind kind) {
   switch (kind) {
-    case CallbackErrorKind::token_expired: return "token_expired";
-    case CallbackErrorKind::not_found: return "not_found";
-    case CallbackErrorKind::conflict: return "conflict";
-    case CallbackErrorKind::client: return "client";
-    case CallbackErrorKind::server: return "server";
-    case CallbackErrorKind::transport: return "transport";
-    case CallbackErrorKind::protocol: return "protocol";
-    case CallbackErrorKind::cancelled: return "cancelled";
+    case CallbackErrorKind::token_expired:
+      return "token_expired";
+    case CallbackErrorKind::not_found:
+      return "not_found";
+    case CallbackErrorKind::conflict:
+      return "conflict";
+    case CallbackErrorKind::client:
+      return "client";
+    case CallbackErrorKind::server:
+      return "server";
+    case CallbackErrorKind::transport:
+      return "transport";
+    case CallbackErrorKind::protocol:
+      return "protocol";
+    case CallbackErrorKind::cancelled:
+      return "cancelled";
   }
   return "unknown";
 }
@@ -54,7 +62,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::shared_ptr<spdlog::logger> logger() { return log::get("iaapi"); }
+std::shared_ptr<spdlog::logger> logger() {
+  return log::get("iaapi");
+}
 
 void global_init() {
   static std::once_flag once;
@@ -63,31 +73,56 @@ void global_init() {
 
 const char* reason(long status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 412: return "Precondition Failed";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 412:
+      return "Precondition Failed";
+    case 413:
+      return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "";
   }
 }
 
@@ -197,8 +232,9 @@ struct CallbackClient::Impl {
     if (!options.verify_tls) {
       static std::once_flag warned;
       std::call_once(warned, [] {
-        logger()->warn("TLS certificate verification of the DPAT callback API is OFF: "
-                       "anyone on the path can read the slides and the bearer tokens");
+        logger()->warn(
+            "TLS certificate verification of the DPAT callback API is OFF: "
+            "anyone on the path can read the slides and the bearer tokens");
       });
     }
     if (options.max_attempts < 1) options.max_attempts = 1;
@@ -220,7 +256,8 @@ struct CallbackClient::Impl {
     if (colon == std::string_view::npos) return size * n;
     std::string name = lower(std::string(line.substr(0, colon)));
     std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
+    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+      value.remove_prefix(1);
     while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
       value.remove_suffix(1);
     ex->response.headers.emplace_back(std::move(name), std::string(value));
@@ -306,7 +343,8 @@ struct CallbackClient::Impl {
     const auto total = ex.sink ? options.download_timeout : options.total_timeout;
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
     curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, static_cast<long>(options.low_speed_time.count()));
+    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
+                     static_cast<long>(options.low_speed_time.count()));
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
     curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
     if (!options.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
@@ -379,9 +417,9 @@ struct CallbackClient::Impl {
         if (rc == CURLE_ABORTED_BY_CALLBACK)
           throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
         if (ex.too_large)
-          throw CallbackError(CallbackErrorKind::protocol, ex.response.status,
-                              step + ": answer larger than " +
-                                  std::to_string(options.max_body_bytes) + " bytes");
+          throw CallbackError(
+              CallbackErrorKind::protocol, ex.response.status,
+              step + ": answer larger than " + std::to_string(options.max_body_bytes) + " bytes");
         what = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
         if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
             rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT) {
@@ -401,8 +439,7 @@ struct CallbackClient::Impl {
           throw CallbackError(kind_for(status), status, step + ": " + what);
         }
       }
-      const CallbackErrorKind kind =
-          status ? kind_for(status) : CallbackErrorKind::transport;
+      const CallbackErrorKind kind = status ? kind_for(status) : CallbackErrorKind::transport;
       const std::string attempts =
           attempt > 1 ? " (after " + std::to_string(attempt) + " attempts)" : "";
       if (!retryable || attempt >= options.max_attempts)
@@ -414,7 +451,8 @@ struct CallbackClient::Impl {
       std::uniform_real_distribution<double> jitter(0.5, 1.0);
       auto delay = std::chrono::milliseconds(static_cast<long>(exp_ms * jitter(rng)));
       if (retry_after) delay = *retry_after;
-      const auto spent = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
+      const auto spent =
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
       if (spent + delay > options.max_retry_time)
         throw CallbackError(kind, status,
                             step + ": " + what + attempts + " (next retry in " +
@@ -454,7 +492,9 @@ CallbackClient::~CallbackClient() = default;
 CallbackClient::CallbackClient(CallbackClient&&) noexcept = default;
 CallbackClient& CallbackClient::operator=(CallbackClient&&) noexcept = default;
 
-std::uint64_t CallbackClient::requests_sent() const { return impl_->requests; }
+std::uint64_t CallbackClient::requests_sent() const {
+  return impl_->requests;
+}
 
 ApplicationInfo CallbackClient::get_info() {
   const std::string path = "/info";
@@ -530,8 +570,9 @@ StoredResult CallbackClient::upsert_result(std::string_view app_id, std::string_
       StoredResult created = create_result(app_id, result);
       return created;
     }
-    const auto newest = std::max_element(
-        list.begin(), list.end(), [](const StoredResult& a, const StoredResult& b) { return a.id < b.id; });
+    const auto newest =
+        std::max_element(list.begin(), list.end(),
+                         [](const StoredResult& a, const StoredResult& b) { return a.id < b.id; });
     StoredResult s;
     static_cast<Result&>(s) = result;
     if (s.slide_id.empty()) s.slide_id = std::string(slide_id);
@@ -554,7 +595,8 @@ std::vector<CaseImageInfo> CallbackClient::get_case_images(std::string_view acce
   std::string query;
   if (include_phi) query += "includePHI=true";
   if (!issuer_id.empty())
-    query += std::string(query.empty() ? "" : "&") + "accessionNumberIssuerId=" + url_encode(issuer_id);
+    query +=
+        std::string(query.empty() ? "" : "&") + "accessionNumberIssuerId=" + url_encode(issuer_id);
   if (!query.empty()) path += "?" + query;
   auto r = impl_->call("GET", path, nullptr, {200});
   return impl_->decode_answer<std::vector<CaseImageInfo>>("GET " + path, r);

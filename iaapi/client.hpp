@@ -61,7 +61,7 @@ struct ClientOptions {
   // Give up when fewer than low_speed_bytes arrive per low_speed_time.
   long low_speed_bytes = 1;
   std::chrono::seconds low_speed_time{30};
-  int max_attempts = 4;                             // first try included
+  int max_attempts = 4;                              // first try included
   std::chrono::milliseconds max_retry_time{60'000};  // backoff budget of one call
   std::chrono::milliseconds backoff_initial{250};
   std::chrono::milliseconds backoff_max{8'000};
@@ -87,7 +87,8 @@ class CallbackClient {
   // GET /info: DPAT's {apiVersion, softwareVersion}.
   ApplicationInfo get_info();
   // GET /slides/{id}/info[?scope=extended][&includePHI=true]: an ImageInfo.
-  ImageInfo get_image_info(std::string_view slide_id, bool extended = false, bool include_phi = false);
+  ImageInfo get_image_info(std::string_view slide_id, bool extended = false,
+                           bool include_phi = false);
   // GET /slides/{id}/label: image bytes, nullopt on 204 (no label).
   std::optional<Bytes> get_label(std::string_view slide_id);
   // GET /images/{id}_files/{level}/{col}_{row}[_{focal}].{ext}[?opticalPath=]
@@ -110,8 +111,9 @@ class CallbackClient {
                              const Result& result);
 
   // GET /requests/{accession}/images/info[?includePHI=true][&accessionNumberIssuerId=]
-  std::vector<CaseImageInfo> get_case_images(std::string_view accession_number, bool include_phi = false,
-                       std::string_view issuer_id = {});
+  std::vector<CaseImageInfo> get_case_images(std::string_view accession_number,
+                                             bool include_phi = false,
+                                             std::string_view issuer_id = {});
   // GET /slides/{id}/request/images/info
   std::vector<CaseImageInfo> get_slide_case_images(std::string_view slide_id);
   // PUT /slides/{id}/qualityControl {applicationVersion, qualityControl {status, versionId}}

@@ -4,13 +4,13 @@
 #include "iaapi/log.hpp"
 #include "iaapi/multipart.hpp"
 
-#include <boost/json/array.hpp>
-#include <boost/json/object.hpp>
-#include <boost/json/serialize.hpp>
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
 
 #include <cerrno>
 #include <charconv>
@@ -94,7 +94,8 @@ void FileDownload::load_manifest() {
   ::close(fd);
   auto parsed = parse_json(text, 8);
   auto bad = [&](const std::string& why) {
-    log::get("iaapi")->warn("ignoring download manifest {}/{}: {}", folder_.string(), kManifest, why);
+    log::get("iaapi")->warn("ignoring download manifest {}/{}: {}", folder_.string(), kManifest,
+                            why);
     manifest_slide_.clear();
     manifest_complete_ = false;
     entries_.clear();
@@ -104,7 +105,8 @@ void FileDownload::load_manifest() {
   const auto* slide = o.if_contains("slide");
   const auto* complete = o.if_contains("complete");
   const auto* files = o.if_contains("files");
-  if (!slide || !slide->is_string() || !files || !files->is_array()) return bad("missing slide or files");
+  if (!slide || !slide->is_string() || !files || !files->is_array())
+    return bad("missing slide or files");
   manifest_slide_ = std::string(slide->get_string());
   manifest_complete_ = complete && complete->is_bool() && complete->get_bool();
   for (const auto& f : files->get_array()) {
@@ -115,8 +117,9 @@ void FileDownload::load_manifest() {
       return bad("bad file entry");
     std::string n(name->get_string());
     if (!safe_path_component(n)) return bad("unsafe file name in manifest");
-    entries_.push_back({std::move(n), size->is_int64() ? static_cast<std::uint64_t>(size->get_int64())
-                                                       : size->get_uint64()});
+    entries_.push_back({std::move(n), size->is_int64()
+                                          ? static_cast<std::uint64_t>(size->get_int64())
+                                          : size->get_uint64()});
   }
 }
 
@@ -135,7 +138,8 @@ void FileDownload::save_manifest() {
   const std::string text = boost::json::serialize(o) + "\n";
   const std::string tmp = std::string(kManifest) + ".tmp";
   const std::string what = (folder_ / tmp).string();
-  const int fd = ::openat(dirfd_, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  const int fd =
+      ::openat(dirfd_, tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0) throw_errno("open " + what);
   try {
     write_all(fd, text.data(), text.size(), what);

@@ -10,7 +10,9 @@
 namespace iaserve::iaapi {
 namespace {
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 std::string lowered(std::string_view s) {
   std::string out(s);
@@ -27,7 +29,8 @@ bool iequals(std::string_view a, std::string_view b) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
     s.remove_suffix(1);
   return s;
 }
@@ -57,7 +60,9 @@ std::string quote(std::string_view s) {
   return out + "\"";
 }
 
-std::string show_byte(char ch) { return quote(std::string_view(&ch, 1)); }
+std::string show_byte(char ch) {
+  return quote(std::string_view(&ch, 1));
+}
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';
@@ -231,7 +236,9 @@ std::size_t MultipartParser::feed_body(const char* p, std::size_t n) {
   return n;
 }
 
-std::size_t MultipartParser::feed_preamble(const char* p, std::size_t n) { return feed_body(p, n); }
+std::size_t MultipartParser::feed_preamble(const char* p, std::size_t n) {
+  return feed_body(p, n);
+}
 
 std::size_t MultipartParser::feed_after_delimiter(const char* p, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) {
@@ -334,12 +341,12 @@ void MultipartParser::parse_headers(std::string_view block) {
     }
     const std::size_t colon = line.find(':');
     if (colon == std::string_view::npos)
-      fail("multipart: part " + std::to_string(parts_) + ": header line without a colon: " +
-           quote(line));
+      fail("multipart: part " + std::to_string(parts_) +
+           ": header line without a colon: " + quote(line));
     const std::string_view name = trim(line.substr(0, colon));
     if (name.empty())
-      fail("multipart: part " + std::to_string(parts_) + ": header line without a name: " +
-           quote(line));
+      fail("multipart: part " + std::to_string(parts_) +
+           ": header line without a name: " + quote(line));
     h.fields.emplace_back(lowered(name), std::string(trim(line.substr(colon + 1))));
   }
   state_ = State::body;
@@ -357,15 +364,25 @@ void MultipartParser::feed(std::span<const char> bytes) {
     while (n > 0) {
       std::size_t used = 0;
       switch (state_) {
-        case State::preamble: used = feed_preamble(p, n); break;
-        case State::body: used = feed_body(p, n); break;
-        case State::headers: used = feed_headers(p, n); break;
+        case State::preamble:
+          used = feed_preamble(p, n);
+          break;
+        case State::body:
+          used = feed_body(p, n);
+          break;
+        case State::headers:
+          used = feed_headers(p, n);
+          break;
         case State::after_delimiter:
         case State::after_dash:
         case State::padding:
-        case State::after_cr: used = feed_after_delimiter(p, n); break;
-        case State::epilogue: return;  // after the close delimiter: ignored
-        case State::failed: return;
+        case State::after_cr:
+          used = feed_after_delimiter(p, n);
+          break;
+        case State::epilogue:
+          return;  // after the close delimiter: ignored
+        case State::failed:
+          return;
       }
       p += used;
       n -= used;
@@ -378,8 +395,10 @@ void MultipartParser::feed(std::span<const char> bytes) {
 
 void MultipartParser::finish() {
   switch (state_) {
-    case State::epilogue: return;
-    case State::failed: throw MultipartError("multipart: parser finished after an error");
+    case State::epilogue:
+      return;
+    case State::failed:
+      throw MultipartError("multipart: parser finished after an error");
     case State::preamble:
       fail("multipart: stream ended before the first delimiter " +
            quote(std::string_view(delim_).substr(2)) + " (" + std::to_string(fed_) + " bytes)");
@@ -452,8 +471,10 @@ HeaderValue parse_header_value(std::string_view value) {
 std::string multipart_boundary(std::string_view content_type) {
   const HeaderValue hv = parse_header_value(content_type);
   const auto b = hv.param("boundary");
-  if (!b) throw MultipartError("Content-Type " + quote(content_type) + " has no boundary parameter");
-  if (b->empty()) throw MultipartError("Content-Type " + quote(content_type) + " has an empty boundary");
+  if (!b)
+    throw MultipartError("Content-Type " + quote(content_type) + " has no boundary parameter");
+  if (b->empty())
+    throw MultipartError("Content-Type " + quote(content_type) + " has an empty boundary");
   if (b->size() > 200)
     throw MultipartError("Content-Type boundary is " + std::to_string(b->size()) +
                          " characters long (at most 200)");
@@ -520,7 +541,8 @@ std::string safe_file_name(std::string_view raw) {
     if (c < 0x20 || c == 0x7f) throw MultipartError(prefix + "contains a control character");
   }
   if (name.size() > 250) throw MultipartError(prefix + "longer than 250 bytes");
-  if (name.starts_with(".iaserve")) throw MultipartError(prefix + "reserved for the download manifest");
+  if (name.starts_with(".iaserve"))
+    throw MultipartError(prefix + "reserved for the download manifest");
   if (name.size() >= 5 && name.substr(name.size() - 5) == ".part")
     throw MultipartError(prefix + "reserved for unfinished downloads (.part)");
   return std::string(name);

@@ -38,7 +38,7 @@ struct PartHeaders {
 };
 
 struct MultipartLimits {
-  std::size_t max_header_bytes = 16 * 1024;  // one part's header block
+  std::size_t max_header_bytes = 16 * 1024;    // one part's header block
   std::size_t max_preamble_bytes = 64 * 1024;  // bytes before the first delimiter
   std::size_t max_parts = 100000;
 };
@@ -69,7 +69,17 @@ class MultipartParser {
   std::uint64_t bytes_fed() const { return fed_; }
 
  private:
-  enum class State { preamble, after_delimiter, after_dash, padding, after_cr, headers, body, epilogue, failed };
+  enum class State {
+    preamble,
+    after_delimiter,
+    after_dash,
+    padding,
+    after_cr,
+    headers,
+    body,
+    epilogue,
+    failed
+  };
 
   [[noreturn]] void fail(const std::string& what);
   std::size_t feed_preamble(const char* p, std::size_t n);
@@ -84,13 +94,13 @@ class MultipartParser {
   std::size_t partial_suffix(const char* p, std::size_t n) const;
   void emit(const char* p, std::size_t n);
 
-  std::string delim_;  // "\r\n--" + boundary
+  std::string delim_;                     // "\r\n--" + boundary
   std::array<std::uint8_t, 256> skip_{};  // Horspool shift table
   Callbacks cb_;
   MultipartLimits limits_;
   State state_ = State::preamble;
-  std::string held_;     // tail of the last feed that may start a delimiter (< delim_ size)
-  std::string header_;   // current part's header block
+  std::string held_;    // tail of the last feed that may start a delimiter (< delim_ size)
+  std::string header_;  // current part's header block
   std::size_t padding_ = 0;
   std::size_t preamble_ = 0;
   std::size_t parts_ = 0;

@@ -22,7 +22,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Stream {
-  std::string buffer;          // one repeat: N parts
+  std::string buffer;            // one repeat: N parts
   std::uint64_t data_bytes = 0;  // part payload bytes in one repeat
 };
 
@@ -46,7 +46,9 @@ Stream make_stream(std::size_t size, int parts, const std::string& boundary) {
   return s;
 }
 
-double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+double seconds(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
 
 }  // namespace
 
@@ -58,17 +60,21 @@ int main(int argc, char** argv) {
   int rounds = 3;
   CLI::App app{"Multipart parser throughput against memcpy of the same bytes"};
   app.add_option("--bytes", total, "Bytes of multipart stream to parse (default 1 GiB)");
-  app.add_option("--buffer", buffer_size, "Size of the generated buffer that is repeated (default 64 MiB)");
-  app.add_option("--feed", feed, "Bytes per feed() call and per memcpy (default 64 KiB)")->check(CLI::PositiveNumber);
+  app.add_option("--buffer", buffer_size,
+                 "Size of the generated buffer that is repeated (default 64 MiB)");
+  app.add_option("--feed", feed, "Bytes per feed() call and per memcpy (default 64 KiB)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--parts", parts, "Parts per buffer (default 16)")->check(CLI::PositiveNumber);
-  app.add_option("--rounds", rounds, "Runs of each; the best is reported (default 3)")->check(CLI::PositiveNumber);
+  app.add_option("--rounds", rounds, "Runs of each; the best is reported (default 3)")
+      ->check(CLI::PositiveNumber);
   app.set_version_flag("--version", "bench_multipart 1");
   CLI11_PARSE(app, argc, argv);
 
   const std::string boundary = "----=_Part_0_1234567890.1700000000000";
   const Stream s = make_stream(std::max<std::size_t>(buffer_size, static_cast<std::size_t>(parts)),
                                parts, boundary);
-  const std::uint64_t repeats = std::max<std::uint64_t>(1, (total + s.buffer.size() - 1) / s.buffer.size());
+  const std::uint64_t repeats =
+      std::max<std::uint64_t>(1, (total + s.buffer.size() - 1) / s.buffer.size());
   const std::uint64_t bytes = repeats * s.buffer.size();
   const std::string close = "\r\n--" + boundary + "--\r\n";
 
@@ -109,16 +115,20 @@ int main(int argc, char** argv) {
 
   const std::uint64_t want_parts = repeats * static_cast<std::uint64_t>(parts);
   const double gb = static_cast<double>(bytes) / 1e9;
-  std::printf("multipart stream: %.3f GiB = %llu parts (%d parts x %llu repeats of a %.1f MiB buffer), feeds of %zu B\n",
-              static_cast<double>(bytes) / (1u << 30), static_cast<unsigned long long>(want_parts), parts,
-              static_cast<unsigned long long>(repeats), static_cast<double>(s.buffer.size()) / (1u << 20), feed);
+  std::printf(
+      "multipart stream: %.3f GiB = %llu parts (%d parts x %llu repeats of a %.1f MiB buffer), "
+      "feeds of %zu B\n",
+      static_cast<double>(bytes) / (1u << 30), static_cast<unsigned long long>(want_parts), parts,
+      static_cast<unsigned long long>(repeats), static_cast<double>(s.buffer.size()) / (1u << 20),
+      feed);
   std::printf("  parser: %8.4f s  %7.2f GB/s\n", best_parse, gb / best_parse);
   std::printf("  memcpy: %8.4f s  %7.2f GB/s\n", best_copy, gb / best_copy);
   std::printf("  ratio parser/memcpy: %.2f (target >= 0.5)  [best of %d, checksum %u]\n",
               best_copy / best_parse, rounds, sink & 0xff);
   if (got_parts != want_parts || ends != want_parts || got_bytes != repeats * s.data_bytes) {
     std::fprintf(stderr, "bench_multipart: parsed %llu parts / %llu bytes, expected %llu / %llu\n",
-                 static_cast<unsigned long long>(got_parts), static_cast<unsigned long long>(got_bytes),
+                 static_cast<unsigned long long>(got_parts),
+                 static_cast<unsigned long long>(got_bytes),
                  static_cast<unsigned long long>(want_parts),
                  static_cast<unsigned long long>(repeats * s.data_bytes));
     return 2;

@@ -91,7 +91,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Trace whole = run(body, 0);
   const Trace pieces = run(body, piece);
   if (whole.failed != pieces.failed) die("the outcome depends on where the feeds end");
-  if (!whole.failed && whole.events != pieces.events) die("the parts depend on where the feeds end");
+  if (!whole.failed && whole.events != pieces.events)
+    die("the parts depend on where the feeds end");
   // Header values on their own, from the same bytes.
   try {
     (void)iaserve::iaapi::multipart_boundary(body);

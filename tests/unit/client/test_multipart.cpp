@@ -23,10 +23,14 @@ std::string binary(std::size_t n, unsigned seed, const std::string& boundary) {
   std::string s;
   while (s.size() < n) {
     const unsigned r = rng() % 100;
-    if (r == 0) s += "\r\n--" + boundary.substr(0, boundary.size() - 1);  // almost a delimiter
-    else if (r == 1) s += "\r\n--";
-    else if (r == 2) s += "\r\n";
-    else s += static_cast<char>(rng() & 0xff);
+    if (r == 0)
+      s += "\r\n--" + boundary.substr(0, boundary.size() - 1);  // almost a delimiter
+    else if (r == 1)
+      s += "\r\n--";
+    else if (r == 2)
+      s += "\r\n";
+    else
+      s += static_cast<char>(rng() & 0xff);
   }
   s.resize(n);
   return s;
@@ -90,8 +94,7 @@ std::vector<File> parse(std::string_view body, const std::string& boundary,
   return files;
 }
 
-std::string error_of(std::string_view body, const std::string& boundary,
-                     std::size_t piece = 0) {
+std::string error_of(std::string_view body, const std::string& boundary, std::size_t piece = 0) {
   try {
     MultipartParser p(boundary, {[](const PartHeaders&) {}, [](std::span<const char>) {}, [] {}});
     if (piece == 0) {
@@ -131,7 +134,8 @@ TEST_CASE("multipart: byte by byte, and three-way splits around every delimiter"
   for (std::size_t pos = body.find("\r\n--XyZ"); pos != std::string::npos;
        pos = body.find("\r\n--XyZ", pos + 1)) {
     for (std::size_t a = pos; a < pos + 9 && a <= body.size(); ++a)
-      for (std::size_t b = a; b < pos + 10 && b <= body.size(); ++b) REQUIRE(parse(body, boundary, {a, b}) == files);
+      for (std::size_t b = a; b < pos + 10 && b <= body.size(); ++b)
+        REQUIRE(parse(body, boundary, {a, b}) == files);
   }
 }
 
@@ -145,12 +149,12 @@ TEST_CASE("multipart: first delimiter without preamble, padding after delimiters
 
   std::size_t parts = 0;
   std::string data;
-  MultipartParser p("b", {[&](const PartHeaders& h) {
-                            ++parts;
-                            CHECK(h.fields.empty());
-                          },
-                          [&](std::span<const char> s) { data.append(s.data(), s.size()); },
-                          [] {}});
+  MultipartParser p("b",
+                    {[&](const PartHeaders& h) {
+                       ++parts;
+                       CHECK(h.fields.empty());
+                     },
+                     [&](std::span<const char> s) { data.append(s.data(), s.size()); }, [] {}});
   p.feed(std::string_view("--b\r\n\r\nno headers\r\n--b--\r\n"));
   p.finish();
   CHECK(parts == 1);
@@ -166,7 +170,8 @@ TEST_CASE("multipart: malformed bodies end with an exact error", "[multipart]") 
   CHECK(error_of(ok.substr(0, 55), "b") ==
         "multipart: stream ended inside the body of part 1 (no closing delimiter)");
   CHECK(error_of(ok.substr(0, 20), "b") == "multipart: stream ended inside the headers of part 1");
-  CHECK(error_of("", "b") == "multipart: stream ended before the first delimiter \"--b\" (0 bytes)");
+  CHECK(error_of("", "b") ==
+        "multipart: stream ended before the first delimiter \"--b\" (0 bytes)");
   CHECK(error_of("garbage without any delimiter", "b") ==
         "multipart: stream ended before the first delimiter \"--b\" (29 bytes)");
   CHECK(error_of(std::string(70000, 'x'), "b", 1000) ==
@@ -181,7 +186,8 @@ TEST_CASE("multipart: malformed bodies end with an exact error", "[multipart]") 
         "multipart: part 1: header line without a colon: \"no colon here\"");
   CHECK(error_of("--b\r\n" + std::string(20000, 'h') + "\r\n\r\n", "b", 4096) ==
         "multipart: headers of part 1 exceed 16384 bytes");
-  CHECK_THROWS_WITH(MultipartParser("", {}), "multipart: boundary must have 1 to 200 characters, got 0");
+  CHECK_THROWS_WITH(MultipartParser("", {}),
+                    "multipart: boundary must have 1 to 200 characters, got 0");
 }
 
 TEST_CASE("multipart: random chunkings and mutations never crash", "[multipart]") {
@@ -198,10 +204,18 @@ TEST_CASE("multipart: random chunkings and mutations never crash", "[multipart]"
       for (int e = 0; e < edits; ++e) {
         const std::size_t at = rng() % b.size();
         switch (rng() % 4) {
-          case 0: b[at] = static_cast<char>(rng() & 0xff); break;
-          case 1: b.erase(at, 1 + rng() % 16); break;
-          case 2: b.insert(at, std::string(1 + rng() % 8, "\r\n-b"[rng() % 4])); break;
-          default: b.resize(at); break;
+          case 0:
+            b[at] = static_cast<char>(rng() & 0xff);
+            break;
+          case 1:
+            b.erase(at, 1 + rng() % 16);
+            break;
+          case 2:
+            b.insert(at, std::string(1 + rng() % 8, "\r\n-b"[rng() % 4]));
+            break;
+          default:
+            b.resize(at);
+            break;
         }
         if (b.empty()) b = "x";
       }
@@ -238,20 +252,23 @@ TEST_CASE("multipart: random chunkings and mutations never crash", "[multipart]"
 
 TEST_CASE("multipart: header values, boundaries and file names", "[multipart]") {
   CHECK(multipart_boundary("multipart/related; boundary=abc") == "abc");
-  CHECK(multipart_boundary("multipart/related; type=\"application/octet-stream\"; boundary=\"a b;c\"") ==
-        "a b;c");
+  CHECK(multipart_boundary(
+            "multipart/related; type=\"application/octet-stream\"; boundary=\"a b;c\"") == "a b;c");
   CHECK(multipart_boundary("Multipart/Related;BOUNDARY=\"q\\\"x\"") == "q\"x");
   CHECK_THROWS_WITH(multipart_boundary("multipart/related"),
                     "Content-Type \"multipart/related\" has no boundary parameter");
   CHECK_THROWS_WITH(multipart_boundary("multipart/related; boundary=\"\""),
                     "Content-Type \"multipart/related; boundary=\\\"\\\"\" has an empty boundary");
-  CHECK_THROWS_WITH(multipart_boundary("multipart/related; boundary=\"abc"),
-                    "header value \"multipart/related; boundary=\\\"abc\": unterminated quoted string");
+  CHECK_THROWS_WITH(
+      multipart_boundary("multipart/related; boundary=\"abc"),
+      "header value \"multipart/related; boundary=\\\"abc\": unterminated quoted string");
 
   CHECK(disposition_filename("attachment; filename=\"CMU-1.svs\"") == "CMU-1.svs");
   CHECK(disposition_filename("attachment; filename=plain.svs") == "plain.svs");
-  CHECK(disposition_filename("attachment; filename=\"fallback.svs\"; filename*=UTF-8''sl%C3%A4de%20one.svs") ==
-        "sl\xc3\xa4" "de one.svs");
+  CHECK(disposition_filename(
+            "attachment; filename=\"fallback.svs\"; filename*=UTF-8''sl%C3%A4de%20one.svs") ==
+        "sl\xc3\xa4"
+        "de one.svs");
   CHECK(disposition_filename("attachment; filename*=iso-8859-1'en'%E4.svs") == "\xc3\xa4.svs");
   CHECK(disposition_filename("attachment") == std::nullopt);
   CHECK_THROWS_WITH(disposition_filename("attachment; filename*=UTF-8''bad%zz"),
@@ -267,7 +284,8 @@ TEST_CASE("multipart: header values, boundaries and file names", "[multipart]") 
   CHECK_THROWS_WITH(safe_file_name("a/."), "unsafe file name \"a/.\": not a file name");
   CHECK_THROWS_WITH(safe_file_name(""), "unsafe file name \"\": empty");
   CHECK_THROWS_WITH(safe_file_name("dir/"), "unsafe file name \"dir/\": empty");
-  CHECK_THROWS_WITH(safe_file_name("a\nb"), "unsafe file name \"a\\x0ab\": contains a control character");
+  CHECK_THROWS_WITH(safe_file_name("a\nb"),
+                    "unsafe file name \"a\\x0ab\": contains a control character");
   CHECK_THROWS_WITH(safe_file_name(std::string(251, 'n')),
                     Catch::Matchers::EndsWith(": longer than 250 bytes"));
   CHECK_THROWS_WITH(safe_file_name(".iaserve-download"),

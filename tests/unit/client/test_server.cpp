@@ -16,17 +16,28 @@ namespace {
 
 const char* reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 409: return "Conflict";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Whatever";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 404:
+      return "Not Found";
+    case 409:
+      return "Conflict";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Whatever";
   }
 }
 
@@ -118,7 +129,9 @@ TestServer::~TestServer() {
   ::close(listen_fd_);
 }
 
-std::string TestServer::url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+std::string TestServer::url() const {
+  return "http://127.0.0.1:" + std::to_string(port_);
+}
 
 std::vector<Received> TestServer::requests() const {
   std::lock_guard lock(mutex_);
@@ -190,9 +203,8 @@ bool TestServer::read_request(int fd, std::string& buffer, Received& out) {
     value.erase(0, value.find_first_not_of(" \t"));
     out.headers[name] = value;
   }
-  const std::size_t length = out.headers.count("content-length")
-                                 ? std::stoul(out.headers["content-length"])
-                                 : 0;
+  const std::size_t length =
+      out.headers.count("content-length") ? std::stoul(out.headers["content-length"]) : 0;
   while (buffer.size() < length)
     if (!fill()) return false;
   out.body = buffer.substr(0, length);
