@@ -182,6 +182,7 @@ std::string format_number(double d) {
 
 std::string describe(const json::value& v) {
   if (v.is_string()) return json::serialize(v);
+  if (v.is_double()) return format_number(v.as_double());  // not Boost's "2.5E0"
   std::string s = json::serialize(v);
   return s.size() > 40 ? s.substr(0, 40) + "..." : s;
 }
