@@ -127,7 +127,9 @@ class CallbackClient {
   // for a complete, unchanged folder makes no request at all; a repeat after
   // an interrupted download re-requests but does not rewrite files the
   // manifest lists with their size. On any failure the .part files are
-  // removed and no partial file stands under a final name.
+  // removed and no partial file stands under a final name. Errors: CallbackError
+  // (bad answers, unsafe file names: kind protocol), std::system_error or
+  // std::filesystem::filesystem_error for the local disk, naming the file.
   std::vector<std::filesystem::path> download_files(std::string_view slide_id,
                                                     const std::filesystem::path& folder,
                                                     const ProgressFn& progress = {});

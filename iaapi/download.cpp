@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <boost/json/array.hpp>
@@ -14,6 +15,7 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstring>
 #include <system_error>
 
 namespace iaserve::iaapi {
@@ -57,6 +59,14 @@ FileDownload::FileDownload(fs::path folder, std::string_view slide_id, ProgressF
   fs::create_directories(folder_);
   dirfd_ = ::open(folder_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dirfd_ < 0) throw_errno("open folder " + folder_.string());
+  // One download per folder at a time: a second caller for the same slide
+  // waits, then finds the manifest complete. Some network file systems do
+  // not lock directories; there the caller's own job lock has to do.
+  while (::flock(dirfd_, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    log::get("iaapi")->debug("cannot lock {}: {}", folder_.string(), std::strerror(errno));
+    break;
+  }
   load_manifest();
 }
 

@@ -11,6 +11,8 @@
 // makes a repeat download a no-op (no request). A file the manifest lists
 // with its size (and whose part announces the same Content-Length, if any)
 // is not rewritten when an interrupted download is requested again.
+// The folder is flock()ed for the life of a FileDownload, so two downloads
+// into one folder run one after the other.
 #include "iaapi/client.hpp"
 
 #include <cstddef>

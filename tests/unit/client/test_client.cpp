@@ -15,6 +15,7 @@
 #include <fstream>
 #include <mutex>
 #include <random>
+#include <thread>
 
 using namespace iaserve::iaapi;
 using iaserve::test::Received;
@@ -774,4 +775,24 @@ TEST_CASE("client: TLS is verified by default, a CA file trusts a private CA", "
   o.verify_tls = false;
   CallbackClient loose({url, kToken}, o);
   CHECK(loose.get_label("s1"));
+}
+
+TEST_CASE("download: two downloads into one folder run one after the other", "[download][lock]") {
+  const std::string content = random_bytes(60'000, 11);
+  TestServer server([&](const Received&, std::size_t) {
+    Reply r = Reply::with(200, content, {"Content-Disposition: attachment; filename=\"s.svs\""},
+                          "application/octet-stream")
+                  .split(10'000);
+    r.gap = 20ms;
+    return r;
+  });
+  TempDir tmp;
+  std::vector<fs::path> a, b;
+  std::thread other([&] { b = client_for(server).download_files("s1", tmp.path()); });
+  a = client_for(server).download_files("s1", tmp.path());
+  other.join();
+  CHECK(a == std::vector<fs::path>{tmp / "s.svs"});
+  CHECK(b == a);
+  CHECK(read_file(tmp / "s.svs") == content);
+  CHECK(server.request_count() == 1);  // the second found it complete
 }
