@@ -11,6 +11,57 @@ namespace iaserve::iaapi {
 
 namespace json = boost::json;
 
+namespace {
+// Numbers are written so that reading them back gives the same double:
+// Boost.JSON 1.81 does not parse every shortest-form double back exactly (about
+// one in seven random coordinates comes back one ulp off, and very large or
+// small exponents drift further), which would change a result a little on
+// every decode/encode. Rounded to 15 significant digits (absolute 1e-22 below
+// 1e-8) a value parses back exactly; integral values and everything from 1e15
+// up (decoding refuses magnitudes above 1e18) are written as integers.
+constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                             1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+json::value num(double d) {
+  const double a = std::abs(d);
+  if (!std::isfinite(d)) return json::value(nullptr);  // JSON has no NaN or infinity
+  if (a >= 1e15 || d == std::trunc(d)) {
+    if (a < 9.2e18) return json::value(static_cast<std::int64_t>(std::round(d)));
+    return json::value(d);
+  }
+  double q;
+  if (a >= 1e-8) {
+    const int e = static_cast<int>(std::floor(std::log10(a)));
+    const int k = std::clamp(14 - e, 0, 22);
+    q = std::round(d * kPow10[k]) / kPow10[k];
+  } else {
+    q = std::round(d * 1e22) / 1e22;
+  }
+  if (q == std::trunc(q)) return json::value(static_cast<std::int64_t>(q));
+  return json::value(q);
+}
+
+// Free-form JSON (contexts, unknown fields) we pass back, its numbers
+// written the same way as ours. Numbers from 9.2e18 up are kept as they are.
+void normalize_numbers(json::value& v, int depth = 0) {
+  if (depth > 64) return;  // parse_json never gets here; hand-built values might
+  switch (v.kind()) {
+    case json::kind::double_:
+      v = num(v.get_double());
+      break;
+    case json::kind::object:
+      for (auto& kv : v.get_object()) normalize_numbers(kv.value(), depth + 1);
+      break;
+    case json::kind::array:
+      for (auto& x : v.get_array()) normalize_numbers(x, depth + 1);
+      break;
+    default:
+      break;
+  }
+}
+
+}  // namespace
+
 // ================================================================ enums
 namespace {
 template <class E>
@@ -120,7 +171,11 @@ struct Segment {
   bool is_index = false;
 };
 
-struct Failed {};  // thrown inside a decode; never leaves decode<T>()
+struct Failed {};
+
+// Larger numbers are not coordinates, sizes or scores; refusing them keeps
+// every accepted number exactly representable in what we write back.
+constexpr double kMaxMagnitude = 1e18;  // thrown inside a decode; never leaves decode<T>()
 
 // Untrusted text inside an error message: bounded, control characters shown
 // as '?', so a message is safe to log and to send back.
@@ -240,6 +295,7 @@ double read_number(Reader& r, const json::value& v) {
       r.fail(expected("number", v));
   }
   if (!std::isfinite(d)) r.fail("not a finite number");
+  if (std::abs(d) > kMaxMagnitude) r.fail("out of range (magnitude above 1e18)");
   return d;
 }
 
@@ -269,7 +325,9 @@ bool read_bool(Reader& r, const json::value& v) {
 }
 
 json::object read_free_object(Reader& r, const json::value& v) {
-  return read_object(r, v);
+  json::value copy(read_object(r, v));
+  normalize_numbers(copy);
+  return std::move(copy.get_object());
 }
 
 // A required member: "key: missing" when absent.
@@ -330,7 +388,11 @@ json::object collect_extra(const json::object& o, std::initializer_list<std::str
   json::object extra;
   for (const auto& kv : o) {
     const std::string_view k(kv.key().data(), kv.key().size());
-    if (std::find(known.begin(), known.end(), k) == known.end()) extra.emplace(k, kv.value());
+    if (std::find(known.begin(), known.end(), k) == known.end()) {
+      json::value copy = kv.value();
+      normalize_numbers(copy);
+      extra.emplace(k, std::move(copy));
+    }
   }
   return extra;
 }
@@ -464,7 +526,9 @@ TileFormat read_tile_format(Reader& r, const json::value& v) {
 }
 
 json::array read_free_array(Reader& r, const json::value& v) {
-  return read_array(r, v, kMaxListLength);
+  json::value copy(read_array(r, v, kMaxListLength));
+  normalize_numbers(copy);
+  return std::move(copy.get_array());
 }
 
 ImageInfo read_image_info(Reader& r, const json::value& v) {
@@ -919,13 +983,6 @@ Decoded<std::vector<CaseImageInfo>> decode<std::vector<CaseImageInfo>>(const jso
 // ================================================================ encoding
 namespace {
 
-// Integral coordinates are written as integers ("0", not "0E0"); the value
-// reads back the same either way.
-json::value num(double d) {
-  if (d == std::trunc(d) && std::abs(d) < 9.0e15) return json::value(static_cast<std::int64_t>(d));
-  return json::value(d);
-}
-
 json::string_view sv(std::string_view s) {
   return json::string_view(s.data(), s.size());
 }
@@ -988,8 +1045,10 @@ void write_result_fields(json::object& o, const Result& r) {
         [](const auto& x) -> json::value {
           if constexpr (std::is_same_v<std::decay_t<decltype(x)>, std::string>)
             return json::value(sv(x));
-          else
+          else if constexpr (std::is_same_v<std::decay_t<decltype(x)>, std::int64_t>)
             return json::value(x);
+          else
+            return num(static_cast<double>(x));
         },
         p.value);
   o["displayProperties"] = std::move(props);
@@ -1043,7 +1102,7 @@ json::value to_json(const ImageInfo& i) {
   o["isStreamable"] = i.is_streamable;
   o["imageSize"] = json::object{{"width", i.image_size.width}, {"height", i.image_size.height}};
   o["tileSize"] = json::object{{"width", i.tile_size.width}, {"height", i.tile_size.height}};
-  o["micronsPerPixel"] = i.microns_per_pixel;
+  o["micronsPerPixel"] = num(i.microns_per_pixel);
   o["focalPlanes"] = array_of(i.focal_planes, [](const FocalPlane& f) -> json::value {
     return json::object{{"id", sv(f.id)}, {"offsetUm", num(f.offset_um)}};
   });
