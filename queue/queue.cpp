@@ -201,8 +201,34 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // the new content (with the outcome it is heading for) replaces the file
   // in place, then one rename moves it. Recovery finishes the move if we die
   // between the two.
-  void move_out_of_active(record::JobFile f, State to, const std::string& run) {
+  // A newer pending request for the same (app, slide) than this job, if any.
+  std::optional<std::string> newer_pending(const Job& job) const {
+    auto mine = record::parse_id(job.id);
+    if (!mine) return std::nullopt;
+    for (auto& other : job_ids(State::pending)) {
+      auto p = record::parse_id(other);
+      if (other == job.id || !p || p->slide_hash != mine->slide_hash || p->time_ns <= mine->time_ns)
+        continue;
+      try {
+        auto f = read_job(State::pending, other);
+        if (f && f->job.app_id == job.app_id && f->job.slide_key == job.slide_key) return other;
+      } catch (const QueueError&) {
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Returns where the job went: a job heading back to pending while a newer
+  // request for its slide waits there is superseded (cancelled/) instead.
+  State move_out_of_active(record::JobFile f, State to, const std::string& run) {
     const std::string& id = f.job.id;
+    if (to == State::pending) {
+      if (auto newer = newer_pending(f.job)) {
+        to = State::cancelled;
+        f.job.last_error = "superseded by " + *newer;
+        f.job.finished = std::chrono::system_clock::now();
+      }
+    }
     f.outcome = record::Outcome{std::string(to_string(to)), run};
     write_durable(job_path(State::active, id), record::encode_job(f), false);
     if (!posix::rename_file(job_path(State::active, id), job_path(to, id)))
@@ -214,6 +240,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     posix::unlink_file(lease_path(id));
     posix::unlink_file(mark_path(id));
     if (to != State::pending) posix::unlink_file(lock_path(id));
+    return to;
   }
 
   // A job file that does not parse leaves the queue: its bytes go to
@@ -307,7 +334,7 @@ struct Claim::Impl {
     if (heartbeat.joinable()) heartbeat.join();
   }
 
-  void finish(State to, const std::string& reason, const boost::json::object* summary) {
+  State finish(State to, const std::string& reason, const boost::json::object* summary) {
     if (!is_held) throw QueueError("job " + file.job.id + ": claim already ended");
     stop_heartbeat();
     if (!posix::path_exists(q->job_path(State::active, file.job.id)))
@@ -318,9 +345,10 @@ struct Claim::Impl {
                                           : std::chrono::system_clock::now();
     if (!reason.empty()) f.job.last_error = reason;
     if (summary) f.job.summary = *summary;
-    q->move_out_of_active(std::move(f), to, run);
+    State went = q->move_out_of_active(std::move(f), to, run);
     is_held = false;
     lock.fd.reset();
+    return went;
   }
 };
 
@@ -371,14 +399,14 @@ void Claim::fail(const std::string& reason, bool retry) {
   else if (retry && attempts < impl_->q->opt.max_attempts)
     to = State::pending;
   impl_->file.job.attempts = attempts;
-  impl_->finish(to, reason, nullptr);
+  to = impl_->finish(to, reason, nullptr);
   logger()->warn("job {}: failed (attempt {}), now {}: {}", job.id, attempts, to_string(to), reason);
 }
 
 void Claim::release() {
   const auto& job = impl_->file.job;
   State to = posix::path_exists(impl_->q->mark_path(job.id)) ? State::cancelled : State::pending;
-  impl_->finish(to, {}, nullptr);
+  to = impl_->finish(to, {}, nullptr);
   logger()->info("job {}: released, now {}", job.id, to_string(to));
 }
 
@@ -497,19 +525,18 @@ RecoverReport Queue::Impl::recover() {
     f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count()) +
                         " ms old)";
     State to = State::pending;
-    if (posix::path_exists(mark_path(id))) {
+    if (posix::path_exists(mark_path(id)))
       to = State::cancelled;
-      ++report.cancelled;
-    } else if (f->job.attempts >= opt.max_attempts) {
+    else if (f->job.attempts >= opt.max_attempts)
       to = State::failed;
-      ++report.failed;
-    } else {
-      ++report.requeued;
-    }
     if (to != State::pending) f->job.finished = now;
-    logger()->warn("job {}: {}; attempts {}, now {}", id, f->job.last_error, f->job.attempts,
-                   to_string(to));
-    move_out_of_active(std::move(*f), to, run);
+    std::string why = f->job.last_error;
+    int attempts = f->job.attempts;
+    to = move_out_of_active(std::move(*f), to, run);
+    if (to == State::cancelled) ++report.cancelled;
+    else if (to == State::failed) ++report.failed;
+    else ++report.requeued;
+    logger()->warn("job {}: {}; attempts {}, now {}", id, why, attempts, to_string(to));
   }
   // Leases and marks whose job left active/ long ago (a run that ended
   // between its moves).

@@ -136,6 +136,8 @@ double pct(std::vector<double> v, double p) {
 
 // A worker waiting in wait_claim(); one job at a time, each after the
 // previous one started, at a random moment.
+// Jobs arrive at a random moment of the poll period, not just after the
+// worker started waiting (that would measure the whole period).
 Latency latency(const fs::path& dir, queue::Wakeup mode, int samples) {
   fs::remove_all(dir);
   queue::Options o;
@@ -162,7 +164,8 @@ Latency latency(const fs::path& dir, queue::Wakeup mode, int samples) {
   std::vector<double> from_call, from_return;
   std::this_thread::sleep_for(100ms);  // the worker is waiting
   for (int i = 0; i < samples; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(5, 40)(rng)));
+    int max_gap = mode == queue::Wakeup::poll ? 1000 : 40;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(5, max_gap)(rng)));
     std::int64_t call = now_ns();
     q.enqueue(job(i));
     std::int64_t ret = now_ns();
@@ -195,6 +198,13 @@ int main(int argc, char** argv) {
   fs::path root = fs::path(where) / ("bench-queue-" + std::to_string(::getpid()));
   fs::create_directories(root);
 
+  {
+    std::FILE* f = std::fopen("/proc/loadavg", "r");
+    char load[64] = "?";
+    if (f && std::fgets(load, sizeof load, f)) std::printf("load average at start: %s", load);
+    if (f) std::fclose(f);
+    std::printf("cores: %u\n", std::thread::hardware_concurrency());
+  }
   double fs_ms = fsync_cost_ms(root / "fsync", 100);
   // enqueue: file + folder; complete: file + folder.
   double fsync_bound = 1000.0 / (4 * fs_ms);

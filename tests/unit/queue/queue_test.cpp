@@ -558,3 +558,24 @@ TEST_CASE("no descriptor leaks into a child program (O_CLOEXEC)", "[queue]") {
   CHECK(r.out.find("/q") == std::string::npos);
   c->complete();
 }
+
+TEST_CASE("a job returning to pending while a newer request for its slide waits is superseded",
+          "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto a = q.enqueue(spec("s1"));
+  auto running = q.try_claim();
+  REQUIRE(running);
+  auto b = q.enqueue(spec("s1"));
+  running->release();  // e.g. a worker shutting down
+  auto j = q.find(a);
+  CHECK(j->state == State::cancelled);
+  CHECK(j->last_error == "superseded by " + b);
+  auto next = q.try_claim();
+  REQUIRE(next);
+  CHECK(next->job().id == b);
+  auto c = q.enqueue(spec("s1"));
+  next->fail("timeout", true);  // a retry would run the older token
+  CHECK(q.find(b)->state == State::cancelled);
+  CHECK(q.find(c)->state == State::pending);
+}
