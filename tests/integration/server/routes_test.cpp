@@ -1,7 +1,10 @@
 // iaserve against dpatsim, both as real processes: the IA-API routes.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 
 #include "tests/integration/server/harness.hpp"
@@ -37,6 +40,22 @@ json::object notification(const std::string& app, const std::string& slide, cons
                       {"slideId", slide},
                       {"callbackInfo", {{"url", cb}, {"token", kToken}}},
                       {"imageInfo", image_info(slide, staining)}};
+}
+
+// The programs' runner takes a path, not a name to look up.
+std::string on_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path ? path : "/usr/bin:/bin";
+  std::size_t start = 0;
+  while (start <= dirs.size()) {
+    std::size_t end = dirs.find(':', start);
+    if (end == std::string::npos) end = dirs.size();
+    fs::path candidate = fs::path(dirs.substr(start, end - start)) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
+    start = end + 1;
+  }
+  FAIL(name << " not found on PATH (the TLS test needs the openssl command)");
+  return name;
 }
 
 std::size_t count_slide(const std::vector<json::object>& jobs, const std::string& slide,
@@ -276,7 +295,7 @@ TEST_CASE("two apps in one server keep their results and jobs apart", "[server][
 TEST_CASE("HTTPS with a self-signed certificate", "[server][integration]") {
   Sim sim;
   TempDir certs("iaserve-certs");
-  auto made = run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+  auto made = run({on_path("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
                    "-keyout", (certs / "key.pem").string(), "-out", (certs / "cert.pem").string(), "-days", "2",
                    "-subj", "/CN=127.0.0.1"});
   REQUIRE(made.code == 0);
