@@ -147,6 +147,15 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   FsKind fskind;
   std::string host = posix::hostname();
   Fd interrupt_fd;  // eventfd, written once by interrupt() and never read
+  // One inotify instance per queue, kept open: closing one waits for an RCU
+  // grace period (milliseconds under load), too slow to pay per claim. One
+  // waiting thread polls it and wakes the others through wake_cv.
+  Fd inotify_fd;
+  std::once_flag watch_once;
+  std::mutex poller;
+  std::mutex wake_m;
+  std::condition_variable wake_cv;
+  std::uint64_t wake_gen = 0;
   std::atomic<bool> interrupted{false};
   std::atomic<std::int64_t> last_recover_ns{0};
   std::mutex rng_mutex;
@@ -270,6 +279,65 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     for (auto& id : job_ids(State::active))
       if (auto p = record::parse_id(id)) out.insert(p->slide_hash);
     return out;
+  }
+
+  std::uint64_t wake_generation() {
+    std::lock_guard lk(wake_m);
+    return wake_gen;
+  }
+  void bump_wake() {
+    {
+      std::lock_guard lk(wake_m);
+      ++wake_gen;
+    }
+    wake_cv.notify_all();
+  }
+
+  void watch() {
+    // Watches before any scan: nothing that lands after them is missed.
+    inotify_fd = Fd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
+    if (!inotify_fd) posix::fail(dir, "inotify_init1", errno);
+    if (::inotify_add_watch(inotify_fd.get(), state_dir(State::pending).c_str(), IN_MOVED_TO) < 0)
+      posix::fail(state_dir(State::pending), "inotify_add_watch", errno);
+    // A run that ends frees its slide's waiting job.
+    if (::inotify_add_watch(inotify_fd.get(), state_dir(State::active).c_str(),
+                            IN_MOVED_FROM | IN_DELETE) < 0)
+      posix::fail(state_dir(State::active), "inotify_add_watch", errno);
+  }
+
+  // Until something changed since generation `seen`, or `step` passed.
+  void wait_inotify(std::uint64_t seen, std::chrono::milliseconds step) {
+    // Made on the first wait (a queue that only enqueues never needs it);
+    // what landed before the watches existed is found by the rescan now.
+    bool created = false;
+    std::call_once(watch_once, [&] {
+      watch();
+      created = true;
+    });
+    if (created) return;
+    std::unique_lock mine(poller, std::try_to_lock);
+    if (!mine) {  // another thread polls; it wakes us
+      std::unique_lock lk(wake_m);
+      wake_cv.wait_for(lk, step, [&] { return wake_gen != seen || interrupted; });
+      return;
+    }
+    if (wake_generation() != seen) return;
+    struct pollfd fds[2] = {{interrupt_fd.get(), POLLIN, 0}, {inotify_fd.get(), POLLIN, 0}};
+    int r = ::poll(fds, 2, static_cast<int>(step.count()));
+    if (r < 0 && errno != EINTR) posix::fail(dir, "poll", errno);
+    if (r > 0 && (fds[1].revents & POLLIN)) {
+      alignas(struct inotify_event) char buf[4096];
+      while (::read(inotify_fd.get(), buf, sizeof buf) > 0) {
+      }
+    }
+    mine.unlock();
+    bump_wake();
+  }
+
+  void wait_poll(std::chrono::milliseconds step) {
+    struct pollfd fd = {interrupt_fd.get(), POLLIN, 0};
+    if (::poll(&fd, 1, static_cast<int>(step.count())) < 0 && errno != EINTR)
+      posix::fail(dir, "poll", errno);
   }
 
   std::optional<Claim> claim_one(const std::string& id);
@@ -591,6 +659,7 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
   }
   q.interrupt_fd = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!q.interrupt_fd) posix::fail(q.dir, "eventfd", errno);
+
   logger()->debug("queue {}: {} ({}), wake-up by {}, lease {} ms / {} ms{}", q.dir.string(),
                   t.filesystem, t.local ? "local" : "network",
                   q.wake == Wakeup::inotify ? "inotify" : "polling", q.opt.lease_interval.count(),
@@ -645,25 +714,15 @@ void Queue::interrupt() {
   impl_->interrupted = true;
   std::uint64_t one = 1;
   [[maybe_unused]] auto n = ::write(impl_->interrupt_fd.get(), &one, sizeof one);
+  impl_->bump_wake();
 }
 
 std::optional<Claim> Queue::wait_claim(std::chrono::milliseconds timeout) {
   auto& q = *impl_;
   auto deadline = std::chrono::steady_clock::now() + timeout;
-  Fd ino;
-  if (q.wake == Wakeup::inotify) {
-    // Watches first, then the scan: nothing that lands in between is missed.
-    ino = Fd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
-    if (!ino) posix::fail(q.dir, "inotify_init1", errno);
-    if (::inotify_add_watch(ino.get(), q.state_dir(State::pending).c_str(),
-                            IN_MOVED_TO | IN_CLOSE_WRITE) < 0)
-      posix::fail(q.state_dir(State::pending), "inotify_add_watch", errno);
-    // A run that ends frees its slide's waiting job.
-    if (::inotify_add_watch(ino.get(), q.state_dir(State::active).c_str(),
-                            IN_MOVED_FROM | IN_DELETE) < 0)
-      posix::fail(q.state_dir(State::active), "inotify_add_watch", errno);
-  }
   for (;;) {
+    // Taken before the scan: a wake-up that lands during it is not missed.
+    std::uint64_t seen = q.wake_generation();
     if (q.opt.recover_interval > 0ms &&
         posix::now_ns() - q.last_recover_ns >=
             std::chrono::duration_cast<std::chrono::nanoseconds>(q.opt.recover_interval).count()) {
@@ -676,18 +735,11 @@ std::optional<Claim> Queue::wait_claim(std::chrono::milliseconds timeout) {
     if (auto c = q.try_claim()) return c;
     auto now = std::chrono::steady_clock::now();
     if (q.interrupted || now >= deadline) return std::nullopt;
-    auto step = q.wake == Wakeup::inotify ? std::max(q.opt.poll_interval, 2000ms)
-                                          : q.jittered(q.opt.poll_interval);
     auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now) + 1ms;
-    step = std::min(step, left);
-    struct pollfd fds[2] = {{q.interrupt_fd.get(), POLLIN, 0}, {ino.get(), POLLIN, 0}};
-    int r = ::poll(fds, ino ? 2 : 1, static_cast<int>(step.count()));
-    if (r < 0 && errno != EINTR) posix::fail(q.dir, "poll", errno);
-    if (ino && r > 0 && (fds[1].revents & POLLIN)) {
-      alignas(struct inotify_event) char buf[4096];
-      while (::read(ino.get(), buf, sizeof buf) > 0) {
-      }
-    }
+    if (q.wake == Wakeup::inotify)
+      q.wait_inotify(seen, std::min(std::max(q.opt.poll_interval, 2000ms), left));
+    else
+      q.wait_poll(std::min(q.jittered(q.opt.poll_interval), left));
   }
 }
 

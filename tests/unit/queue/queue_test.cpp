@@ -12,6 +12,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "queue/queue.hpp"
@@ -578,4 +579,27 @@ TEST_CASE("a job returning to pending while a newer request for its slide waits 
   next->fail("timeout", true);  // a retry would run the older token
   CHECK(q.find(b)->state == State::cancelled);
   CHECK(q.find(c)->state == State::pending);
+}
+
+TEST_CASE("several threads waiting on one queue all wake for their jobs", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.poll_interval = 60000ms;  // only inotify can wake them in time
+  Queue q(t / "q", o);
+  REQUIRE(q.wakeup() == Wakeup::inotify);
+  std::vector<std::string> got(3);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 3; ++i)
+    waiters.emplace_back([&, i] {
+      if (auto c = q.wait_claim(20s)) {
+        got[i] = c->job().id;
+        c->complete();
+      }
+    });
+  std::this_thread::sleep_for(100ms);
+  Queue producer(t / "q", o);
+  std::set<std::string> ids;
+  for (int i = 0; i < 3; ++i) ids.insert(producer.enqueue(spec("s" + std::to_string(i))));
+  for (auto& w : waiters) w.join();
+  CHECK(std::set<std::string>(got.begin(), got.end()) == ids);
 }
