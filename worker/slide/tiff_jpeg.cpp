@@ -235,7 +235,10 @@ int decode_into(Decoder* dec, const std::uint8_t* data, std::size_t size, int de
     jpeg_abort_decompress(c);
     return -1;
   }
-  if (rgb) c->jpeg_color_space = JCS_RGB;
+  // The TIFF photometric decides, as in libtiff: markers and component ids
+  // may say otherwise (Aperio RGB tiles carry neither an Adobe marker nor
+  // RGB component ids).
+  c->jpeg_color_space = rgb ? JCS_RGB : JCS_YCbCr;
   c->out_color_space = JCS_RGB;
   c->scale_num = 1;
   c->scale_denom = static_cast<unsigned>(denom);
