@@ -4,7 +4,10 @@
 //
 // decode<T>(json) exists for every message type below (and for the lists the
 // callback API answers with); to_json(T) for every one of them. For any T,
-// to_json(*decode<T>(to_json(x))) == to_json(x).
+// to_json(*decode<T>(to_json(x))) == to_json(x): doubles are written rounded
+// to 15 significant digits (integral ones as integers) because Boost.JSON
+// 1.81 does not read every shortest-form double back exactly; decoding
+// refuses numbers of magnitude above 1e18 and non-finite ones.
 #include "iaapi/decode.hpp"
 
 #include <boost/json/array.hpp>
@@ -104,8 +107,9 @@ struct QualityControlData {
 };
 
 // GET /slides/{id}/info and the imageInfo of an image notification.
-// Required: id, imageSize, tileSize, micronsPerPixel. staining / block are
-// {displayName} objects on the wire, flattened here.
+// Required: id, imageSize, tileSize (positive sizes). micronsPerPixel is 0
+// when DPAT does not know it. staining / block are {displayName} objects on
+// the wire, flattened here.
 struct ImageInfo {
   std::string id;
   bool is_streamable = false;
