@@ -402,7 +402,12 @@ void Pipeline::pipeline() {
   info_json_ = iaapi::to_json(*info_);
   const std::int64_t width = info_->image_size.width, height = info_->image_size.height;
   reporter_.frame(width, height);
-  reporter_.post("started", "analysis started", 0, 0.0);
+  if (control_.on_progress) control_.on_progress("started", 0.0, "analysis started");
+  // The first word goes out at once, from this thread: the pathologist sees
+  // the job was taken even when all of it takes less than a progress interval.
+  client_->upsert_result(request_.app_id, request_.slide_id,
+                         iaapi::progress_result(request_.slide_id, width, height, "analysis started",
+                                                0, kSoftwareVersion));
   write_metadata({});
   step_done("info", t);
   check();

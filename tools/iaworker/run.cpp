@@ -57,6 +57,8 @@ worker::WorkerOptions worker_options(const server::Config& c) {
   o.queue.wakeup = wakeup_of(c.queue.wakeup);
   o.queue.poll_interval = c.worker.poll_interval;
   o.queue.lease_only = c.queue.lease_only;
+  // Orphans (a worker killed on some host) are looked for twice per lease timeout.
+  o.queue.recover_interval = std::max(std::chrono::milliseconds(1000), c.queue.lease_timeout / 2);
   o.jobs = c.worker.jobs;
   o.grace_period = c.worker.grace_period;
   o.retention = std::chrono::duration_cast<std::chrono::seconds>(c.data.retention);
@@ -68,6 +70,9 @@ worker::WorkerOptions worker_options(const server::Config& c) {
   j.client.max_retry_time = c.callback.retry_max_time;
   j.client.ca_file = c.callback.ca_file.string();
   j.client.verify_tls = c.callback.verify_tls;
+  // A download with no byte for a whole call's time is dead (a hung DPAT).
+  j.client.low_speed_time =
+      std::max(std::chrono::seconds(1), std::chrono::duration_cast<std::chrono::seconds>(c.callback.total_timeout));
   j.analysis_time_limit = c.worker.analysis_time_limit;
   j.host_id = c.worker.host_id.empty() ? host_name() : c.worker.host_id;
   for (const auto& app : c.apps) j.apps[app.application_id] = {app.analysis, app.params};

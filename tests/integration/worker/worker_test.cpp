@@ -1,0 +1,445 @@
+// The worker end to end, with the real programs: dpatsim plays DPAT, iaserve
+// takes the invocations and queues them, iaworkers run them. What a
+// pathologist would see is read back from the simulator (/_sim/results,
+// /_sim/calls), what the queue did from its folders.
+#include <catch2/catch.hpp>
+
+#include <boost/json.hpp>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "iaapi/decode.hpp"
+#include "queue/queue.hpp"
+#include "tests/support/http.hpp"
+#include "tests/support/process.hpp"
+
+namespace json = boost::json;
+using namespace iaserve::test;
+using namespace std::chrono_literals;
+namespace q = iaserve::queue;
+
+namespace {
+
+const std::string kApp = "iaserve-tissue";  // examples/iaserve.toml apps[0]
+const std::string kRoute = "/apps/tissue";
+
+std::string origin(const std::string& url) {
+  auto p = url.find("://");
+  auto slash = url.find('/', p == std::string::npos ? 0 : p + 3);
+  return slash == std::string::npos ? url : url.substr(0, slash);
+}
+
+json::value get_json(const std::string& url) {
+  auto a = http_get(url);
+  INFO("GET " << url << ": " << a.status << " " << a.error << " " << a.body);
+  REQUIRE(a.status == 200);
+  return json::parse(a.body);
+}
+
+// Slides made once per test: small, different seeds, ground truth moved aside.
+void make_slides(const fs::path& dir, int count, int width, int height, const std::string& prefix = "s") {
+  fs::create_directories(dir);
+  fs::create_directories(dir.parent_path() / "truth");
+  for (int i = 0; i < count; ++i) {
+    const fs::path out = dir / (prefix + std::to_string(i) + ".svs");
+    auto r = run({bin("mkslide"), "--width", std::to_string(width), "--height", std::to_string(height), "--seed",
+                  std::to_string(100 + i), "--threads", "1", out.string()});
+    INFO(r.err);
+    REQUIRE(r.code == 0);
+    fs::path truth = out;
+    truth += ".truth.json";
+    if (fs::exists(truth)) fs::rename(truth, dir.parent_path() / "truth" / truth.filename());
+  }
+}
+
+// The newest result of the app per slide, and how many results it has there.
+struct SlideResults {
+  std::map<std::string, std::vector<json::object>> by_slide;
+};
+SlideResults results(const std::string& sim_root) {
+  SlideResults out;
+  const json::value v = get_json(sim_root + "/_sim/results");
+  for (const auto& e : v.as_array()) {
+    const auto& o = e.as_object();
+    if (o.at("applicationId").as_string() != kApp.c_str()) continue;
+    const auto& r = o.at("result").as_object();
+    out.by_slide[std::string(r.at("slideId").as_string())].push_back(r);
+  }
+  return out;
+}
+
+bool is_final(const json::object& r) {
+  auto* p = r.if_contains("displayProperties");
+  return !(p && p->is_object() && p->as_object().contains("Progress"));
+}
+std::string display(const json::object& r) { return std::string(r.at("displayResult").as_string()); }
+
+// The whole system on loopback; workers added by the test.
+struct Stack {
+  TempDir dir{"iaserve-worker"};
+  fs::path slides = dir / "slides";
+  fs::path queue_dir = dir / "queue";
+  std::unique_ptr<Process> sim, server;
+  std::map<std::string, std::unique_ptr<Process>> workers;
+  std::string callback, sim_root, app_url;
+
+  std::string config() const { return (source_dir() / "examples" / "iaserve.toml").string(); }
+
+  void start_sim(std::vector<std::string> extra = {}, std::string listen = "127.0.0.1:0") {
+    std::vector<std::string> argv{bin("dpatsim"), "serve", "--slides", slides.string(), "--listen", listen};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    sim = std::make_unique<Process>(argv);
+    callback = sim->listening_url();
+    sim_root = origin(callback);
+  }
+  void start_server(std::vector<std::string> extra = {}, std::string listen = "127.0.0.1:0") {
+    std::vector<std::string> argv{bin("iaserve"), "--config", config(), "--listen", listen, "--queue-dir",
+                                  queue_dir.string(), "--data-dir", (dir / "server-data").string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    server = std::make_unique<Process>(argv);
+    app_url = server->listening_url() + kRoute;
+  }
+  // A worker with its own data folder (as on its own host).
+  std::vector<std::string> worker_argv(const std::string& name, std::vector<std::string> extra = {},
+                                       const std::string& queue = {}) const {
+    std::vector<std::string> argv{bin("iaworker"), "run", "--config", config(), "--queue-dir",
+                                  queue.empty() ? queue_dir.string() : queue, "--data-dir",
+                                  (dir / ("data-" + name)).string(), "--host-id", name, "--set",
+                                  "apps[0].params={}", "--set", "queue.lease_timeout=3s"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+  Process& start_worker(const std::string& name, std::vector<std::string> extra = {}) {
+    workers[name] = std::make_unique<Process>(worker_argv(name, std::move(extra)));
+    return *workers[name];
+  }
+
+  // As DPAT does on a right-click; a 502 (DPAT's callback failed) is retried
+  // like a pathologist clicking again.
+  void create(const std::string& slide, int tries = 1, const std::string& token = {}) {
+    RunResult r;
+    for (int i = 0; i < tries; ++i) {
+      std::vector<std::string> argv{bin("dpatsim"), "invoke", "create", app_url, "--slide", slide, "--sim",
+                                    callback, "--quiet"};
+      if (!token.empty()) argv.insert(argv.end(), {"--token", token});
+      r = run(argv, 120s);
+      if (r.code == 0) return;
+    }
+    INFO("create on " << slide << ": " << r.out << r.err);
+    REQUIRE(r.code == 0);
+  }
+
+  // Waits (bounded) until every slide has a final result of the app.
+  SlideResults wait_final(const std::vector<std::string>& ids, std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    SlideResults r;
+    while (true) {
+      r = results(sim_root);
+      std::size_t final_count = 0;
+      for (const auto& id : ids) {
+        auto it = r.by_slide.find(id);
+        if (it != r.by_slide.end() && !it->second.empty() && is_final(it->second.back())) ++final_count;
+      }
+      if (final_count == ids.size() || std::chrono::steady_clock::now() > end) {
+        INFO("final results on " << final_count << " of " << ids.size() << " slides");
+        for (auto& [name, w] : workers) INFO(name << " log:\n" << w->stderr_text().substr(0, 4000));
+        REQUIRE(final_count == ids.size());
+        return r;
+      }
+      std::this_thread::sleep_for(200ms);
+    }
+  }
+
+  std::vector<q::Job> jobs(q::State s) const {
+    q::Options o;
+    o.create = false;
+    q::Queue queue(queue_dir, o);
+    return queue.list(s);
+  }
+  // Waits until `n` jobs are in `s` (the worker ends the claim just after the result).
+  std::vector<q::Job> wait_jobs(q::State s, std::size_t n, std::chrono::seconds limit) {
+    const auto end = std::chrono::steady_clock::now() + limit;
+    while (true) {
+      auto list = jobs(s);
+      if (list.size() >= n || std::chrono::steady_clock::now() > end) return list;
+      std::this_thread::sleep_for(100ms);
+    }
+  }
+};
+
+std::vector<std::string> ids_of(int count, const std::string& prefix = "s") {
+  std::vector<std::string> ids;
+  for (int i = 0; i < count; ++i) ids.push_back(prefix + std::to_string(i));
+  return ids;
+}
+
+// One final result per slide, not failed, and one done/ job per slide.
+void check_each_once(Stack& s, const std::vector<std::string>& ids, const SlideResults& r) {
+  for (const auto& id : ids) {
+    INFO("slide " << id);
+    const auto& list = r.by_slide.at(id);
+    REQUIRE(list.size() == 1);
+    CHECK(display(list.front()).rfind("Tissue ", 0) == 0);
+  }
+  auto done = s.wait_jobs(q::State::done, ids.size(), 60s);
+  std::multiset<std::string> keys;
+  for (const auto& j : done) keys.insert(j.slide_key);
+  CHECK(done.size() == ids.size());
+  for (const auto& id : ids) {
+    INFO("slide " << id);
+    CHECK(keys.count(iaserve::iaapi::slide_key(id)) == 1);
+  }
+  CHECK(s.jobs(q::State::failed).empty());
+  CHECK(s.jobs(q::State::pending).empty());
+}
+
+}  // namespace
+
+TEST_CASE("two workers take 20 slides: one final result and one done job per slide, progress on the way",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 20, 1024, 768);
+  s.start_sim();
+  s.start_server();
+  s.start_worker("w1", {"--jobs", "2"});
+  s.start_worker("w2", {"--jobs", "2"});
+  const auto ids = ids_of(20);
+  for (const auto& id : ids) s.create(id);
+  auto r = s.wait_final(ids, 300s);
+  check_each_once(s, ids, r);
+
+  // Progress went onto the one result of each slide (PUTs over the queued
+  // frame), never as new results: one POST per slide, several PUTs on each.
+  const json::value calls_doc = get_json(s.sim_root + "/_sim/calls");
+  const json::array& calls = calls_doc.as_array();
+  std::map<std::string, int> puts;
+  int posts = 0;
+  for (const auto& c : calls) {
+    const auto& o = c.as_object();
+    const std::string path(o.at("path").as_string()), method(o.at("method").as_string());
+    if (path.find("/applications/" + kApp + "/results") == std::string::npos) continue;
+    if (method == "POST") ++posts;
+    if (method == "PUT") ++puts[path];
+  }
+  CHECK(posts == 20);
+  CHECK(puts.size() == 20);
+  for (const auto& [path, n] : puts) {
+    INFO(path);
+    CHECK(n >= 2);  // "analysis started" (and more), then the final result
+  }
+  // Both workers worked, each on its own data folder, which keeps what the
+  // pathologist's result was made from.
+  int overlays = 0;
+  for (const char* w : {"w1", "w2"})
+    for (const auto& e : fs::directory_iterator(s.dir / (std::string("data-") + w)))
+      if (fs::exists(e.path() / "overlay.png") && fs::exists(e.path() / "result.json") &&
+          fs::exists(e.path() / "metadata.json") && fs::exists(e.path() / "thumbnail.jpg"))
+        ++overlays;
+  CHECK(overlays == 20);
+}
+
+TEST_CASE("with 10 % failing and some hanging callbacks every job still finishes", "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 8, 1024, 768);
+  s.start_sim({"--fail-rate", "0.1", "--hang-rate", "0.02", "--seed", "7"});
+  const std::vector<std::string> fast{"--set", "callback.total_timeout=2s", "--set", "callback.retry_max_time=20s",
+                                      "--set", "callback.retries=4"};
+  s.start_server(fast);
+  auto extra = fast;
+  extra.insert(extra.end(), {"--set", "queue.max_attempts=6", "--jobs", "2"});
+  s.start_worker("w1", extra);
+  s.start_worker("w2", extra);
+  const auto ids = ids_of(8);
+  for (const auto& id : ids) s.create(id, 5);
+  auto r = s.wait_final(ids, 400s);
+  check_each_once(s, ids, r);
+  // The faults really were there.
+  const json::value calls_doc = get_json(s.sim_root + "/_sim/calls");
+  const json::array& calls = calls_doc.as_array();
+  int errors = 0;
+  for (const auto& c : calls)
+    if (c.as_object().at("status").to_number<int>() >= 500 || c.as_object().at("status").to_number<int>() == 0)
+      ++errors;
+  CHECK(errors > 0);
+}
+
+TEST_CASE("a token that expires mid-job ends the job in failed/ as \"token expired\", without endless retries",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 2048, 1536);
+  // Every callback takes 400 ms; the token lives 2 s: the server's frame
+  // (two calls) fits, the worker's dozen calls do not.
+  s.start_sim({"--token-ttl", "2", "--latency-ms", "400"});
+  s.start_server();
+  s.start_worker("w1");
+  s.create("s0");
+  auto failed = s.wait_jobs(q::State::failed, 1, 120s);
+  REQUIRE(failed.size() == 1);
+  CHECK(failed.front().last_error.find("token expired") != std::string::npos);
+  CHECK(failed.front().attempts <= 1);
+  CHECK(s.jobs(q::State::pending).empty());
+  CHECK(s.jobs(q::State::active).empty());
+  CHECK(s.jobs(q::State::done).empty());
+  // Nothing keeps calling with the dead token.
+  auto count_401 = [&] {
+    int n = 0;
+    const json::value calls = get_json(s.sim_root + "/_sim/calls");
+    for (const auto& c : calls.as_array())
+      if (c.as_object().at("status").to_number<int>() == 401) ++n;
+    return n;
+  };
+  const int before = count_401();
+  CHECK(before >= 1);
+  std::this_thread::sleep_for(3s);  // a retry loop would show here
+  CHECK(count_401() == before);
+  CHECK(s.workers["w1"]->stderr_text().find("token expired") != std::string::npos);
+}
+
+TEST_CASE("a worker killed with SIGKILL during its download: the other worker finishes the job, one result",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 6000, 4000);
+  // 300 ms per callback: the job's steps take seconds, so the kill lands mid-job.
+  s.start_sim({"--latency-ms", "300"});
+  s.start_server();
+  Process& a = s.start_worker("a");
+  s.create("s0");
+  // The worker writes metadata.json after the slide info, then asks for the
+  // files (their answer comes 300 ms later): kill it inside that request.
+  const fs::path a_data = s.dir / "data-a";
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  bool started = false;
+  while (!started && std::chrono::steady_clock::now() < end) {
+    if (fs::exists(a_data))
+      for (const auto& e : fs::directory_iterator(a_data))
+        if (fs::exists(e.path() / "metadata.json")) started = true;
+    if (!started) std::this_thread::sleep_for(10ms);
+  }
+  REQUIRE(started);
+  std::this_thread::sleep_for(700ms);
+  REQUIRE(s.jobs(q::State::active).size() == 1);
+  a.kill9();
+  a.wait(10s);
+  s.start_worker("b");
+  auto r = s.wait_final({"s0"}, 120s);
+  REQUIRE(r.by_slide.at("s0").size() == 1);
+  CHECK(display(r.by_slide.at("s0").front()).rfind("Tissue ", 0) == 0);
+  auto done = s.wait_jobs(q::State::done, 1, 30s);
+  REQUIRE(done.size() == 1);
+  CHECK(done.front().attempts == 1);  // the lost run counted once
+  CHECK(fs::exists(s.dir / "data-b" / iaserve::iaapi::slide_key("s0") / "overlay.png"));
+  CHECK(s.workers["b"]->stderr_text().find("done in") != std::string::npos);
+}
+
+// ---------------------------------------------------------------- two hosts
+namespace {
+
+int sh(const std::string& cmd) {
+  auto r = run({"/bin/sh", "-c", cmd + " 2>&1"}, 60s);
+  if (r.code != 0) UNSCOPED_INFO("`" << cmd << "`: " << r.out << r.err);
+  return r.code;
+}
+
+// Two network namespaces, each with a veth to the root namespace, and two
+// bindfs mounts of one queue folder (lock forwarding on), all removed at the end.
+struct Hosts {
+  std::string tag = std::to_string(getpid() % 100000);
+  std::vector<std::string> ns;
+  std::vector<fs::path> mounts;
+  std::string reason;  // why they could not be made
+  bool ok = false;
+
+  Hosts(const fs::path& shared, const fs::path& base) {
+    if (geteuid() != 0) {
+      reason = "not root";
+      return;
+    }
+    if (!fs::exists("/dev/fuse")) {
+      reason = "/dev/fuse is absent";
+      return;
+    }
+    for (int h = 1; h <= 2; ++h) {
+      const std::string n = "iasw" + tag + "h" + std::to_string(h);
+      const std::string veth = "iv" + tag + "h" + std::to_string(h);
+      const std::string net = "10.211." + std::to_string(h) + ".";
+      if (sh("ip netns add " + n) != 0) {
+        reason = "ip netns add failed";
+        return;
+      }
+      ns.push_back(n);
+      if (sh("ip link add " + veth + "a type veth peer name " + veth + "b") != 0 ||
+          sh("ip link set " + veth + "b netns " + n) != 0 ||
+          sh("ip addr add " + net + "1/24 dev " + veth + "a") != 0 || sh("ip link set " + veth + "a up") != 0 ||
+          sh("ip netns exec " + n + " ip addr add " + net + "2/24 dev " + veth + "b") != 0 ||
+          sh("ip netns exec " + n + " ip link set " + veth + "b up") != 0 ||
+          sh("ip netns exec " + n + " ip link set lo up") != 0 ||
+          sh("ip netns exec " + n + " ip route add default via " + net + "1") != 0) {
+        reason = "veth set-up failed";
+        return;
+      }
+      const fs::path m = base / ("mnt-h" + std::to_string(h));
+      fs::create_directories(m);
+      if (sh("bindfs --enable-lock-forwarding " + shared.string() + " " + m.string()) != 0) {
+        reason = "bindfs mount failed";
+        return;
+      }
+      mounts.push_back(m);
+    }
+    ok = true;
+  }
+  ~Hosts() {
+    for (const auto& m : mounts) sh("fusermount -u " + m.string() + " || umount -l " + m.string());
+    for (const auto& n : ns) sh("ip netns del " + n);  // removes the veth pair with it
+  }
+};
+
+}  // namespace
+
+TEST_CASE("two hosts (network namespaces) on one queue folder through two mounts: 30 slides, each done once",
+          "[worker][integration][hosts]") {
+  Stack s;
+  make_slides(s.slides, 30, 768, 512);
+  fs::create_directories(s.queue_dir);
+  Hosts hosts(s.queue_dir, s.dir.path());
+  if (!hosts.ok) {
+    WARN("skipped: network namespaces or FUSE mounts cannot be made here: " << hosts.reason);
+    return;
+  }
+  // Server and simulator in the root namespace, reachable from both hosts at 10.211.1.1.
+  s.start_sim({}, "0.0.0.0:0");
+  const std::string port = s.callback.substr(s.callback.rfind(':') + 1);  // "PORT/base..."
+  s.callback = "http://10.211.1.1:" + port;
+  s.sim_root = origin(s.callback);
+  s.start_server();
+  for (int h = 1; h <= 2; ++h) {
+    const std::string name = "h" + std::to_string(h);
+    auto argv = s.worker_argv(name, {"--jobs", "2"}, hosts.mounts[static_cast<std::size_t>(h - 1)].string());
+    argv.insert(argv.begin(), {"/usr/sbin/ip", "netns", "exec", hosts.ns[static_cast<std::size_t>(h - 1)]});
+    s.workers[name] = std::make_unique<Process>(argv);
+  }
+  const auto ids = ids_of(30);
+  for (const auto& id : ids) s.create(id);
+  auto r = s.wait_final(ids, 400s);
+  check_each_once(s, ids, r);
+  // Both hosts took jobs, through their own mount and network.
+  for (const char* h : {"h1", "h2"}) {
+    INFO("host " << h);
+    std::size_t n = 0;
+    if (fs::exists(s.dir / (std::string("data-") + h)))
+      for (const auto& e : fs::directory_iterator(s.dir / (std::string("data-") + h)))
+        n += fs::exists(e.path() / "overlay.png") ? 1 : 0;
+    CHECK(n > 0);
+  }
+  // Stop the workers before the mounts go.
+  s.workers.clear();
+}
