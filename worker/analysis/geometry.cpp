@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <numeric>
+#include <unordered_map>
 #include <utility>
 
 namespace iaserve::analysis::geometry {
@@ -83,20 +84,31 @@ std::vector<Contour> trace_contours(const std::vector<std::uint32_t>& labels, in
     return labels[static_cast<std::size_t>(py - 1) * w + (px - 1)];
   };
   const std::int64_t n_h = static_cast<std::int64_t>(pw - 1) * ph;
-  const std::int64_t n_v = static_cast<std::int64_t>(pw) * (ph - 1);
   auto hid = [&](int x, int y) { return static_cast<std::int64_t>(y) * (pw - 1) + x; };
   auto vid = [&](int x, int y) { return n_h + static_cast<std::int64_t>(y) * pw + x; };
-  std::vector<std::int64_t> next(static_cast<std::size_t>(n_h + n_v), -1);
-
+  // Only boundary crossings have links: a map keeps memory proportional to
+  // the boundary length, not the image (fresh pages are costly).
+  std::unordered_map<std::int64_t, std::int64_t> next;
+  std::vector<std::int64_t> starts;
+  next.reserve(4096);
+  std::vector<std::uint32_t> zero(static_cast<std::size_t>(w), 0);
   for (int cy = 0; cy < ph - 1; ++cy) {
+    // rows cy-1 and cy of the image (padded rows cy and cy+1)
+    const std::uint32_t* top = (cy >= 1 && cy <= h) ? labels.data() + static_cast<std::size_t>(cy - 1) * w : zero.data();
+    const std::uint32_t* bot = (cy + 1 <= h) ? labels.data() + static_cast<std::size_t>(cy) * w : zero.data();
     for (int cx = 0; cx < pw - 1; ++cx) {
-      const int bits = (lab(cx, cy) != 0) | ((lab(cx + 1, cy) != 0) << 1) |
-                       ((lab(cx + 1, cy + 1) != 0) << 2) | ((lab(cx, cy + 1) != 0) << 3);
+      // padded columns cx, cx+1 are image columns cx-1, cx
+      const bool a = cx >= 1 && top[cx - 1], b = cx < w && top[cx];
+      const bool c = cx < w && bot[cx], d = cx >= 1 && bot[cx - 1];
+      const int bits = a | (b << 1) | (c << 2) | (d << 3);
       if (bits == 0 || bits == 15) continue;
       const std::array<std::int64_t, 4> edge{hid(cx, cy), vid(cx + 1, cy), hid(cx, cy + 1),
                                              vid(cx, cy)};
-      const CellCase& c = cases[bits];
-      for (int s = 0; s < c.count; ++s) next[edge[c.seg[s].first]] = edge[c.seg[s].second];
+      const CellCase& cc = cases[bits];
+      for (int k = 0; k < cc.count; ++k) {
+        next[edge[cc.seg[k].first]] = edge[cc.seg[k].second];
+        starts.push_back(edge[cc.seg[k].first]);
+      }
     }
   }
 
@@ -119,15 +131,18 @@ std::vector<Contour> trace_contours(const std::vector<std::uint32_t>& labels, in
     return std::max(lab(x, y), lab(x, y + 1));
   };
 
-  for (std::int64_t start = 0; start < n_h + n_v; ++start) {
-    if (next[start] < 0) continue;
+  for (const std::int64_t start : starts) {
+    auto it = next.find(start);
+    if (it == next.end() || it->second < 0) continue;
     Contour c;
     c.label = label_of(start);
     std::int64_t cur = start;
     do {
       c.points.push_back(point_of(cur));
-      const std::int64_t nx = next[cur];
-      next[cur] = -1;
+      auto link = next.find(cur);
+      if (link == next.end()) break;
+      const std::int64_t nx = link->second;
+      link->second = -1;
       cur = nx;
     } while (cur >= 0 && cur != start);
     // The walk above goes counter-clockwise on screen round a region;
@@ -318,49 +333,100 @@ void window_pass(std::vector<std::uint8_t>& mask, int w, int h, int r, bool dila
 
 }  // namespace
 
+// The vertical pass row by row with a count per column: the column-wise
+// walk of window_pass misses the cache on every cell.
+void vertical_pass(std::vector<std::uint8_t>& mask, int w, int h, int r, bool dilate_op) {
+  if (r <= 0 || w <= 0 || h <= 0) return;
+  const std::vector<std::uint8_t> src = mask;
+  std::vector<std::uint16_t> count(static_cast<std::size_t>(w), 0);
+  auto row = [&](int y) { return src.data() + static_cast<std::size_t>(y) * w; };
+  for (int y = 0; y <= std::min(r, h - 1); ++y) {
+    const std::uint8_t* s = row(y);
+    for (int x = 0; x < w; ++x) count[x] = static_cast<std::uint16_t>(count[x] + s[x]);
+  }
+  for (int y = 0; y < h; ++y) {
+    const int lo = std::max(0, y - r), hi = std::min(h - 1, y + r);
+    const int cells = hi - lo + 1;
+    std::uint8_t* d = mask.data() + static_cast<std::size_t>(y) * w;
+    if (dilate_op)
+      for (int x = 0; x < w; ++x) d[x] = count[x] > 0;
+    else
+      for (int x = 0; x < w; ++x) d[x] = count[x] == cells;
+    if (y + r + 1 < h) {
+      const std::uint8_t* s = row(y + r + 1);
+      for (int x = 0; x < w; ++x) count[x] = static_cast<std::uint16_t>(count[x] + s[x]);
+    }
+    if (y - r >= 0) {
+      const std::uint8_t* s = row(y - r);
+      for (int x = 0; x < w; ++x) count[x] = static_cast<std::uint16_t>(count[x] - s[x]);
+    }
+  }
+}
+
 void erode(std::vector<std::uint8_t>& mask, int w, int h, int r) {
   window_pass(mask, w, h, r, false, true);
-  window_pass(mask, w, h, r, false, false);
+  vertical_pass(mask, w, h, r, false);
 }
 
 void dilate(std::vector<std::uint8_t>& mask, int w, int h, int r) {
   window_pass(mask, w, h, r, true, true);
-  window_pass(mask, w, h, r, true, false);
+  vertical_pass(mask, w, h, r, true);
 }
 
 void fill_holes(std::vector<std::uint8_t>& mask, int w, int h, std::uint64_t max_cells) {
   if (max_cells == 0 || w <= 0 || h <= 0) return;
-  // 0 unvisited background, 1 foreground, 2 visited background
+  // 0 unvisited background, 1 foreground, 2 background seen
   std::vector<std::uint8_t> state(mask.size());
   for (std::size_t i = 0; i < mask.size(); ++i) state[i] = mask[i] ? 1 : 0;
-  std::vector<std::uint32_t> stack, region;
+  // Scanline flood fill: one stack entry per run, not per cell.
+  std::vector<std::pair<int, int>> stack;
+  std::vector<std::pair<std::size_t, int>> runs;  // (start index, length) of a hole
+  std::size_t run_cells = 0;
+  auto flood = [&](std::size_t seed, bool keep) {
+    if (state[seed] != 0) return;
+    stack.emplace_back(static_cast<int>(seed % static_cast<std::size_t>(w)),
+                       static_cast<int>(seed / static_cast<std::size_t>(w)));
+    while (!stack.empty()) {
+      auto [x, y] = stack.back();
+      stack.pop_back();
+      std::uint8_t* line = state.data() + static_cast<std::size_t>(y) * w;
+      if (line[x] != 0) continue;
+      int x0 = x, x1 = x;
+      while (x0 > 0 && line[x0 - 1] == 0) --x0;
+      while (x1 + 1 < w && line[x1 + 1] == 0) ++x1;
+      std::fill(line + x0, line + x1 + 1, std::uint8_t{2});
+      if (keep) {
+        runs.emplace_back(static_cast<std::size_t>(y) * w + x0, x1 - x0 + 1);
+        run_cells += static_cast<std::size_t>(x1 - x0 + 1);
+      }
+      for (int ny : {y - 1, y + 1}) {
+        if (ny < 0 || ny >= h) continue;
+        const std::uint8_t* nl = state.data() + static_cast<std::size_t>(ny) * w;
+        for (int i = x0; i <= x1; ++i) {
+          if (nl[i] != 0) continue;
+          stack.emplace_back(i, ny);
+          while (i + 1 <= x1 && nl[i + 1] == 0) ++i;
+        }
+      }
+    }
+  };
+  // The glass round the tissue: everything reachable from the border.
+  for (int x = 0; x < w; ++x) {
+    flood(static_cast<std::size_t>(x), false);
+    flood(static_cast<std::size_t>(h - 1) * w + x, false);
+  }
+  for (int y = 0; y < h; ++y) {
+    flood(static_cast<std::size_t>(y) * w, false);
+    flood(static_cast<std::size_t>(y) * w + (w - 1), false);
+  }
+  // What is left unvisited are holes.
   for (std::size_t seed = 0; seed < state.size(); ++seed) {
     if (state[seed] != 0) continue;
-    bool border = false;
-    region.clear();
-    stack.push_back(static_cast<std::uint32_t>(seed));
-    state[seed] = 2;
-    while (!stack.empty()) {
-      const std::uint32_t p = stack.back();
-      stack.pop_back();
-      region.push_back(p);
-      const int x = static_cast<int>(p % w), y = static_cast<int>(p / w);
-      if (x == 0 || y == 0 || x == w - 1 || y == h - 1) border = true;
-      auto push = [&](int nx, int ny) {
-        if (nx < 0 || ny < 0 || nx >= w || ny >= h) return;
-        const std::size_t q = static_cast<std::size_t>(ny) * w + nx;
-        if (state[q] == 0) {
-          state[q] = 2;
-          stack.push_back(static_cast<std::uint32_t>(q));
-        }
-      };
-      push(x - 1, y);
-      push(x + 1, y);
-      push(x, y - 1);
-      push(x, y + 1);
-    }
-    if (!border && region.size() < max_cells)
-      for (auto p : region) mask[p] = 1;
+    runs.clear();
+    run_cells = 0;
+    flood(seed, true);
+    if (run_cells < max_cells)
+      for (auto [start, len] : runs) std::fill_n(mask.begin() + static_cast<std::ptrdiff_t>(start), len, std::uint8_t{1});
   }
 }
 
