@@ -5,6 +5,7 @@
 // file ranges) written by the session itself, so a file of any size streams
 // through one fixed buffer.
 #include <fcntl.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -484,6 +485,13 @@ class Session final : public SessionBase {
     file_index_ = 0;
     bytes_out_ = 0;
     tcp_layer().expires_after(impl_.options.write_timeout);
+    // The sendfile path waits on the socket directly, outside tcp_stream's
+    // expiry: this timer bounds the whole answer either way.
+    write_timer_.expires_after(impl_.options.write_timeout);
+    write_timer_.async_wait([self = shared(), g = generation_](beast::error_code ec) {
+      if (ec || g != self->generation_ || self->phase_ != Phase::writing) return;
+      self->close();
+    });
 
     // The header and the strings that follow it go out in one write.
     std::vector<net::const_buffer> buffers{net::buffer(header_)};
@@ -520,6 +528,7 @@ class Session final : public SessionBase {
       ++file_index_;
       return write_next();
     }
+    if constexpr (!kTls) return send_file();
     if (chunk_.empty()) chunk_.resize(kFileChunk);
     std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(fr.length, chunk_.size()));
     ssize_t got;
@@ -541,7 +550,53 @@ class Session final : public SessionBase {
                      [self = shared()](beast::error_code ec, std::size_t n) { self->on_write(ec, n); });
   }
 
+  // Plain TCP: the kernel copies file pages to the socket (sendfile), no
+  // user-space buffer at all. The socket is non-blocking; when it is full we
+  // wait for it to drain. Bounded by the write timer.
+  void send_file() {
+    auto& fr = std::get<FileRange>(body_[segment_]);
+    beast::error_code ec;
+    socket().non_blocking(true, ec);
+    if (ec) return finish(false);
+    std::uint64_t sent_now = 0;
+    while (fr.length > 0) {
+      off_t off = static_cast<off_t>(fr.offset);
+      std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(fr.length, 8u << 20));
+      ssize_t n = ::sendfile(socket().native_handle(), files_[file_index_].fd, &off, want);
+      if (n > 0) {
+        fr.offset += static_cast<std::uint64_t>(n);
+        fr.length -= static_cast<std::uint64_t>(n);
+        bytes_out_ += static_cast<std::uint64_t>(n);
+        sent_now += static_cast<std::uint64_t>(n);
+        if (sent_now >= (64u << 20) && fr.length > 0) {
+          // Let other connections on this thread have a turn.
+          net::post(stream_.get_executor(), [self = shared()] { self->send_file(); });
+          return;
+        }
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        socket().async_wait(tcp::socket::wait_write,
+                            net::bind_executor(stream_.get_executor(), [self = shared()](beast::error_code wec) {
+                              if (wec || self->phase_ != Phase::writing) return self->finish(false);
+                              self->send_file();
+                            }));
+        return;
+      }
+      if (n == 0 || errno != EPIPE)
+        impl_.log->error("sending {} at {}: {}", fr.path.string(), fr.offset,
+                         n == 0 ? "unexpected end of file" : std::strerror(errno));
+      return finish(false);
+    }
+    ++segment_;
+    ++file_index_;
+    write_next();
+  }
+
   void finish(bool ok) {
+    write_timer_.cancel();
+    if (phase_ == Phase::closed && ok) ok = false;
     files_.clear();
     body_.clear();
     if (impl_.options.on_complete) {
@@ -588,6 +643,7 @@ class Session final : public SessionBase {
 
   Stream stream_;
   net::steady_timer read_timer_{stream_.get_executor()};
+  net::steady_timer write_timer_{stream_.get_executor()};
   std::uint64_t timer_generation_ = 0;
   bool timed_out_ = false;
   std::string remote_;
