@@ -58,6 +58,11 @@ struct JobRequest {
   boost::json::value input_content;  // null for wholeSlide
   boost::json::object context;       // DPAT's invocation context, echoed in the result
   int attempts = 0;                  // failed runs before this one
+  // The server put an "analysis queued" frame on the slide when it queued
+  // the job (create, modify): progress and the result go over that frame,
+  // never beside it, even when the job starts before the frame is stored.
+  // False for image notifications (no frame) and jobs run by hand.
+  bool expect_frame = true;
 };
 
 enum class JobStatus {

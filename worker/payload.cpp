@@ -21,6 +21,7 @@ JobRequest request_from_payload(const boost::json::object& payload) {
   r.context = p.context();
   if (p.kind == server::JobKind::notification) {
     r.input_type = "wholeSlide";  // an imported slide: the whole of it
+    r.expect_frame = false;
   } else {
     if (!p.invocation) throw std::invalid_argument("job payload: invocation: missing");
     const auto& inv = *p.invocation;

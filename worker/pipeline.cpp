@@ -84,6 +84,55 @@ struct AnalysisFailed : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// PUT over the app's newest result on the slide; false when it has none yet.
+// A 409 (someone updated it meanwhile) re-lists once.
+bool put_over_newest(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& r) {
+  for (int attempt = 0;; ++attempt) {
+    auto list = client.list_results(request.app_id, request.slide_id);
+    if (list.empty()) return false;
+    auto newest = std::max_element(list.begin(), list.end(),
+                                   [](const auto& a, const auto& b) { return a.id < b.id; });
+    iaapi::StoredResult s;
+    static_cast<iaapi::Result&>(s) = r;
+    s.id = newest->id;
+    s.version_id = newest->version_id;
+    try {
+      client.update_result(request.app_id, s);
+      return true;
+    } catch (const CallbackError& e) {
+      if (e.kind() != CallbackErrorKind::conflict || attempt >= 2) throw;
+    }
+  }
+}
+
+// Progress goes only over an existing result (the server's frame): a
+// progress word never becomes a second result beside a frame still on its way.
+void put_progress(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& r) {
+  if (!request.expect_frame) {
+    client.upsert_result(request.app_id, request.slide_id, r);
+    return;
+  }
+  put_over_newest(client, request, r);
+}
+
+// The final word: over the frame; when the frame is not there yet (the job
+// started before the server stored it) wait a little for it, then POST.
+void put_final(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& r,
+               const std::function<bool()>& stop) {
+  if (!request.expect_frame) {
+    client.upsert_result(request.app_id, request.slide_id, r);
+    return;
+  }
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  while (!put_over_newest(client, request, r)) {
+    if (Clock::now() >= until || (stop && stop())) {
+      client.create_result(request.app_id, r);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  }
+}
+
 // A thrown-out-of-the-pipeline outcome that is not an error.
 struct Stop {
   JobStatus status;
@@ -161,7 +210,7 @@ class Reporter {
       last_upsert = now;
       lock.unlock();
       try {
-        client_->upsert_result(request_.app_id, request_.slide_id, result);
+        put_progress(*client_, request_, result);
       } catch (const CallbackError& e) {
         if (e.kind() == CallbackErrorKind::token_expired) token_dead_.store(true);
         if (e.kind() != CallbackErrorKind::cancelled)
@@ -376,7 +425,7 @@ void Pipeline::tell_slide(const iaapi::Result& r) {
     o.cancelled = nullptr;
     o.max_attempts = 2;
     iaapi::CallbackClient c(request_.callback, o);
-    c.upsert_result(request_.app_id, request_.slide_id, r);
+    put_final(c, request_, r, nullptr);
   } catch (const std::exception& e) {
     log_->warn("job {} slide {}: cannot put \"{}\" on the slide: {}", request_.job_id,
                request_.slide_id, r.display_result, e.what());
@@ -405,9 +454,9 @@ void Pipeline::pipeline() {
   if (control_.on_progress) control_.on_progress("started", 0.0, "analysis started");
   // The first word goes out at once, from this thread: the pathologist sees
   // the job was taken even when all of it takes less than a progress interval.
-  client_->upsert_result(request_.app_id, request_.slide_id,
-                         iaapi::progress_result(request_.slide_id, width, height, "analysis started",
-                                                0, kSoftwareVersion));
+  put_progress(*client_, request_,
+               iaapi::progress_result(request_.slide_id, width, height, "analysis started", 0,
+                                      kSoftwareVersion));
   write_metadata({});
   step_done("info", t);
   check();
@@ -534,7 +583,7 @@ void Pipeline::pipeline() {
   slide::write_png(folder_ / "overlay.png", draw_overlay(*thumbnail, width > 0 ? width : wsi.width(), outcome));
   check();
   reporter_.stop();
-  client_->upsert_result(request_.app_id, request_.slide_id, *result);
+  put_final(*client_, request_, *result, [this] { return stopping(); });
   display_result_ = outcome.display_result;
   step_done("result", t);
 }

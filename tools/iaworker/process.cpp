@@ -144,6 +144,7 @@ int process(const ProcessOptions& po) {
     request = worker::request_from_payload(payload_of(doc, file));
     if (auto* id = doc.if_contains("id"); id && id->is_string()) request.job_id = std::string(id->as_string());
     if (request.job_id.empty()) request.job_id = "local";
+    request.expect_frame = false;  // no server put a frame there
     if (!key.empty()) request.slide_key = key;
     if (!po.data_dir.empty()) settings.data_dir = po.data_dir;
     if (settings.data_dir.empty()) settings.data_dir = fs::current_path();
