@@ -337,7 +337,9 @@ void window_pass(std::vector<std::uint8_t>& mask, int w, int h, int r, bool dila
 // walk of window_pass misses the cache on every cell.
 void vertical_pass(std::vector<std::uint8_t>& mask, int w, int h, int r, bool dilate_op) {
   if (r <= 0 || w <= 0 || h <= 0) return;
-  const std::vector<std::uint8_t> src = mask;
+  // Scratch kept per thread: fresh pages cost more than the pass itself.
+  thread_local std::vector<std::uint8_t> src;
+  src.assign(mask.begin(), mask.end());
   std::vector<std::uint16_t> count(static_cast<std::size_t>(w), 0);
   auto row = [&](int y) { return src.data() + static_cast<std::size_t>(y) * w; };
   for (int y = 0; y <= std::min(r, h - 1); ++y) {
@@ -376,7 +378,8 @@ void dilate(std::vector<std::uint8_t>& mask, int w, int h, int r) {
 void fill_holes(std::vector<std::uint8_t>& mask, int w, int h, std::uint64_t max_cells) {
   if (max_cells == 0 || w <= 0 || h <= 0) return;
   // 0 unvisited background, 1 foreground, 2 background seen
-  std::vector<std::uint8_t> state(mask.size());
+  thread_local std::vector<std::uint8_t> state;
+  state.resize(mask.size());
   for (std::size_t i = 0; i < mask.size(); ++i) state[i] = mask[i] ? 1 : 0;
   // Scanline flood fill: one stack entry per run, not per cell.
   std::vector<std::pair<int, int>> stack;

@@ -105,7 +105,11 @@ Outcome run(Context& ctx) {
   const double per_stripe = std::max(1.0, std::round(units / 12));
   const auto stripe = static_cast<std::int64_t>(per_stripe * unit);
 
-  slide::Image view(vw, vh);
+  // Kept per thread, like the scratch of tissue::find; every row is written below.
+  thread_local slide::Image view;
+  view.width = vw;
+  view.height = vh;
+  view.rgb.resize(static_cast<std::size_t>(vw) * static_cast<std::size_t>(vh) * 3);
   for (std::int64_t y = y0; y < y1; y += stripe) {
     const std::int64_t h = std::min(stripe, y1 - y);
     slide::Image part = s.read(x0, y, bw, h, ds);

@@ -172,7 +172,12 @@ Findings find(const slide::Image& view, const Options& opt, const std::vector<st
   for (int v = 0; v < 256; ++v) od[v] = static_cast<std::uint8_t>(std::min(255.0, std::round(-std::log10((v + 0.5) / 255.5) * 200.0)));
 
   // feature per cell (0 on pen), and which cells look like glass
-  std::vector<std::uint8_t> feat(n), pen(n, 0), glass(n, 0);
+  // Scratch kept per thread (a worker runs analysis after analysis): fresh
+  // pages cost more than the passes over them.
+  thread_local std::vector<std::uint8_t> feat, pen, glass;
+  feat.resize(n);
+  pen.assign(n, 0);
+  glass.resize(n);
   const bool use_od = opt.method == Method::otsu_od;
   const int glass_grey = (bg[0] + bg[1] + bg[2]) / 3;
   const std::uint8_t* p = view.rgb.data();
@@ -246,7 +251,7 @@ Findings find(const slide::Image& view, const Options& opt, const std::vector<st
   geometry::fill_holes(mask, w, h, std::max<std::uint64_t>(min_cells, 1));
   check();
 
-  std::vector<std::uint32_t> labels;
+  thread_local std::vector<std::uint32_t> labels;
   std::vector<std::uint64_t> sizes;
   const std::uint32_t count = geometry::label_components(mask, w, h, labels, sizes);
   std::vector<std::uint32_t> keep_id(count + 1, 0);  // old label -> region index + 1
