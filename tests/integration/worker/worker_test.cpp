@@ -389,7 +389,7 @@ struct Hosts {
       }
       const fs::path m = base / ("mnt-h" + std::to_string(h));
       fs::create_directories(m);
-      if (sh("bindfs --enable-lock-forwarding " + shared.string() + " " + m.string()) != 0) {
+      if (sh("bindfs --multithreaded --enable-lock-forwarding " + shared.string() + " " + m.string()) != 0) {
         reason = "bindfs mount failed";
         return;
       }
