@@ -82,6 +82,19 @@ struct Child {
     if (l.rfind(p, 0) != 0) throw std::runtime_error("unexpected first line: " + l);
     return l.substr(p.size());
   }
+  // CPU seconds (user + system) the process used so far.
+  double cpu_seconds() const {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto close = text.rfind(')');
+    if (close == std::string::npos) return 0;
+    std::istringstream rest(text.substr(close + 2));
+    std::string field;
+    double ticks = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i)
+      if (i == 14 || i == 15) ticks += std::stod(field);
+    return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+  }
   long peak_rss_kb() const {
     std::ifstream in("/proc/" + std::to_string(pid) + "/status");
     std::string line;
@@ -110,6 +123,8 @@ int main(int argc, char** argv) {
   int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2;
   unsigned io_threads = 2, pool_threads = 0;
   std::string log_level = "info";
+  bool keep = false;
+  std::string queue_dir;
   app.add_option("--clients,-c", clients, "concurrent clients (C)")->capture_default_str();
   app.add_option("--latency-ms,-l", latency, "ms dpatsim adds to every callback (L)")->capture_default_str();
   app.add_option("--seconds", seconds, "measured seconds")->capture_default_str();
@@ -118,6 +133,9 @@ int main(int argc, char** argv) {
   app.add_option("--io-threads", io_threads, "iaserve server.io_threads")->capture_default_str();
   app.add_option("--pool-threads", pool_threads, "iaserve server.callback_pool_threads (0: = clients)");
   app.add_option("--log-level", log_level, "iaserve log level (its log goes to a file)")->capture_default_str();
+  app.add_option("--queue-dir", queue_dir,
+                 "queue folder (default: in the temporary folder; /dev/shm/... takes the disk's fsync out)");
+  app.add_flag("--keep", keep, "keep the temporary folder (logs of both programs) and print its path");
   CLI11_PARSE(app, argc, argv);
   if (pool_threads == 0) pool_threads = static_cast<unsigned>(std::max(clients, 4));
 
@@ -144,11 +162,12 @@ int main(int argc, char** argv) {
       sim_argv.push_back(std::to_string(latency));
     }
     Child sim(sim_argv, dir, "dpatsim");
+    fs::path qdir = queue_dir.empty() ? dir / "queue" : fs::path(queue_dir) / dir.filename();
     std::string cb = sim.url();
 
     std::ofstream(dir / "iaserve.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nio_threads = " << io_threads
                                         << "\ncallback_pool_threads = " << pool_threads
-                                        << "\nmax_pending_callbacks = 4096\n[queue]\ndir = \"" << (dir / "queue").string()
+                                        << "\nmax_pending_callbacks = 4096\n[queue]\ndir = \"" << qdir.string()
                                         << "\"\n[data]\ndir = \"" << (dir / "data").string() << "\"\n[log]\nlevel = \""
                                         << log_level << "\"\n[callback]\nretries = 0\n"
                                         << "[[apps]]\nroute = \"/apps/bench\"\napplication_id = \"bench\"\n";
@@ -202,9 +221,11 @@ int main(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::seconds(warmup));
     measuring = true;
+    double serve_cpu0 = serve.cpu_seconds(), sim_cpu0 = sim.cpu_seconds();
     auto t0 = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     measuring = false;
+    double serve_cpu = serve.cpu_seconds() - serve_cpu0, sim_cpu = sim.cpu_seconds() - sim_cpu0;
     double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     stop = true;
     for (auto& t : threads) t.join();
@@ -220,8 +241,12 @@ int main(int argc, char** argv) {
     double p50 = percentile(all, 0.50), p99 = percentile(all, 0.99);
     std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %u pool threads\n",
                 clients, latency, elapsed, io_threads, pool_threads);
-    std::printf("invocations: %zu ok, %ld failed\n", all.size(), errs);
+    std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", all.size(), errs, qdir.c_str());
+    std::error_code qec;
+    if (!queue_dir.empty()) fs::remove_all(qdir, qec);
     std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", rate);
+    std::printf("CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second), dpatsim %.2f s\n",
+                serve_cpu, serve_cpu > 0 ? static_cast<double>(all.size()) / serve_cpu : 0.0, sim_cpu);
     std::printf("latency p50: %.2f ms, p99: %.2f ms\n", p50, p99);
     if (latency > 0)
       std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", p99 / latency, 3 * latency + 5,
@@ -234,6 +259,11 @@ int main(int argc, char** argv) {
     rc = 1;
   }
   std::error_code ec;
-  fs::remove_all(dir, ec);
+  if (keep) {
+    for (const char* sub : {"slides", "queue", "data"}) fs::remove_all(dir / sub, ec);
+    std::printf("kept: %s\n", dir.c_str());
+  } else {
+    fs::remove_all(dir, ec);
+  }
   return rc;
 }
