@@ -9,6 +9,12 @@
 
 namespace iaserve::analysis::geometry {
 
+namespace {
+// Scratch buffers up to this many cells stay with their thread between
+// calls; larger ones are returned so a worker does not hold them.
+constexpr std::size_t kKeepScratch = std::size_t{4} << 20;
+}  // namespace
+
 std::vector<std::uint8_t> rasterize(const std::vector<PolygonPx>& rings, int w, int h,
                                     double scale) {
   std::vector<std::uint8_t> mask(static_cast<std::size_t>(std::max(w, 0)) * std::max(h, 0), 0);
@@ -363,6 +369,7 @@ void vertical_pass(std::vector<std::uint8_t>& mask, int w, int h, int r, bool di
       for (int x = 0; x < w; ++x) count[x] = static_cast<std::uint16_t>(count[x] - s[x]);
     }
   }
+  if (src.size() > kKeepScratch) std::vector<std::uint8_t>().swap(src);
 }
 
 void erode(std::vector<std::uint8_t>& mask, int w, int h, int r) {
@@ -431,6 +438,7 @@ void fill_holes(std::vector<std::uint8_t>& mask, int w, int h, std::uint64_t max
     if (run_cells < max_cells)
       for (auto [start, len] : runs) std::fill_n(mask.begin() + static_cast<std::ptrdiff_t>(start), len, std::uint8_t{1});
   }
+  if (state.size() > kKeepScratch) std::vector<std::uint8_t>().swap(state);
 }
 
 }  // namespace iaserve::analysis::geometry

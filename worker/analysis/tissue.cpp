@@ -150,6 +150,7 @@ Outcome run(Context& ctx) {
   opt.max_points = static_cast<int>(params.integer("max_points"));
   opt.check = [&ctx] { ctx.check(); };
   const tissue::Findings f = tissue::find(view, opt, roi.empty() ? nullptr : &roi);
+  if (view.rgb.size() > (std::size_t{12} << 20)) view = slide::Image();
   ctx.progress(95);
 
   // Back to level-0 px, inside the slide.
