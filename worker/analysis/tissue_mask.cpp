@@ -172,6 +172,8 @@ Findings find(const slide::Image& view, const Options& opt, const std::vector<st
   for (int v = 0; v < 256; ++v) od[v] = static_cast<std::uint8_t>(std::min(255.0, std::round(-std::log10((v + 0.5) / 255.5) * 200.0)));
 
   // feature per cell (0 on pen), and which cells look like glass
+  std::array<std::uint32_t, 256> recip{};
+  for (int m = 1; m < 256; ++m) recip[m] = static_cast<std::uint32_t>(((255u << 16) + m - 1) / m);
   // Scratch kept per thread (a worker runs analysis after analysis): fresh
   // pages cost more than the passes over them.
   thread_local std::vector<std::uint8_t> feat, pen, glass;
@@ -194,7 +196,7 @@ Findings find(const slide::Image& view, const Options& opt, const std::vector<st
       v = std::min(255, od[r] + od[g] + od[b]);
     } else {
       const int mx = std::max({r, g, b}), mn = std::min({r, g, b});
-      v = mx > 0 ? (mx - mn) * 255 / mx : 0;
+      v = ((mx - mn) * recip[mx]) >> 16;  // (mx - mn) * 255 / mx without a division
     }
     feat[i] = static_cast<std::uint8_t>(v);
   }
