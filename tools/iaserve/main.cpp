@@ -4,6 +4,9 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <cstdio>
 #include <iostream>
 
@@ -51,6 +54,15 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // SIGTERM/SIGINT stay pending until main() waits for them: blocked here,
+  // before any thread exists, so every thread inherits the mask and a signal
+  // that comes early (even before the server runs) is never lost.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
   log::setup(config.log.level, config.log.json);
   auto log = log::get("server");
   try {
@@ -63,7 +75,11 @@ int main(int argc, char** argv) {
               config.queue.dir.string());
     log->debug("effective configuration:\n{}", server::describe(config));
     http_server.start();
-    http_server.run_until_signal(std::chrono::seconds(10));
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) != 0) {
+    }
+    log->info("signal {}: stopping (requests in flight get up to 10 s)", sig);
+    http_server.stop(std::chrono::seconds(10));
     service.stop();
     log->info("stopped");
   } catch (const std::exception& e) {

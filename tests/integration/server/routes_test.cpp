@@ -6,6 +6,7 @@
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "tests/integration/server/harness.hpp"
 
@@ -142,6 +143,12 @@ TEST_CASE("create stores the queued frame, writes the job and answers the stored
   CHECK(sim.results("tissue", slide).size() == 1);
   CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), slide) == 1);
 
+  auto m = http_get(serve.url() + "/metrics");
+  REQUIRE(m.status == 200);
+  CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_requests_total{route=\"/apps/tissue\",status=\"200\"} 2"));
+  CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_queue_jobs{state=\"pending\"} 1"));
+  CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_request_duration_seconds_count{route=\"/apps/tissue\"} 2"));
+
   // The token never reaches the log.
   CHECK(serve.process().stderr_text().find(kToken) == std::string::npos);
   CHECK_THAT(serve.process().stderr_text(), Catch::Matchers::Contains("slide=" + slide));
@@ -157,6 +164,8 @@ TEST_CASE("create against a failing callback answers 502 and keeps the job", "[s
   CHECK(e.at("status") == 404);
   CHECK(e.at("step") == "GET /slides/no-such-slide/info");
   CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "no-such-slide") == 1);
+  CHECK_THAT(http_get(serve.url() + "/metrics").body,
+             Catch::Matchers::Contains("iaserve_callback_errors_total{kind=\"not_found\"} 1"));
 
   inv = invocation("create", "tissue", sim.slide_ids().at(0), sim.url());
   inv["callbackInfo"].as_object()["token"] = "wrong-token";
@@ -321,6 +330,27 @@ TEST_CASE("SIGTERM stops the server with exit code 0", "[server][integration]") 
   auto code = serve.process().wait();
   REQUIRE(code);
   CHECK(*code == 0);
+}
+
+TEST_CASE("SIGTERM lets a request in flight finish", "[server][integration]") {
+  Sim sim(1, 800);  // every callback takes 0.8 s
+  Serve serve(two_app_config());
+  HttpAnswer answer;
+  std::thread client([&] {
+    answer = http_post_json(serve.url() + "/apps/tissue",
+                            body(invocation("create", "tissue", sim.slide_ids().at(0), sim.url())));
+  });
+  // Wait until the create is being worked on (its job is on disk), then stop.
+  for (int i = 0; i < 200 && jobs_in(serve.queue_dir(), "pending").empty(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  serve.process().signal(SIGTERM);
+  client.join();
+  CHECK(answer.status == 200);
+  auto code = serve.process().wait();
+  REQUIRE(code);
+  CHECK(*code == 0);
+  // New connections are refused once it has stopped.
+  CHECK(http_get(serve.url() + "/healthz").status == 0);
 }
 
 TEST_CASE("configuration errors stop the start with the key named", "[server][integration]") {
