@@ -251,3 +251,31 @@ TEST_CASE("a queue folder that cannot be written: 503 and nothing half-written",
     CHECK(http_get(serve.url() + "/healthz").status == 200);  // alive, not ready
   }
 }
+
+TEST_CASE("a hung DPAT fills the bounded callback pool: then 503, never unbounded waiting",
+          "[server][integration]") {
+  Sim sim(8, 1500);  // every callback takes 1.5 s
+  Serve serve(two_app_config("callback_pool_threads = 1\nmax_pending_callbacks = 1\n"));
+  std::vector<std::thread> clients;
+  std::vector<long> status(6, 0);
+  for (std::size_t i = 0; i < status.size(); ++i) {
+    clients.emplace_back([&, i] {
+      status[i] = http_post_json(serve.url() + "/apps/tissue",
+                                 body(invocation("create", "tissue", sim.slide_ids().at(i), sim.url())))
+                      .status;
+    });
+  }
+  for (auto& t : clients) t.join();
+  std::size_t ok = 0, busy = 0;
+  for (long s : status) {
+    if (s == 200) ++ok;
+    if (s == 503) ++busy;
+  }
+  INFO("200: " << ok << ", 503: " << busy);
+  CHECK(ok >= 1);
+  CHECK(busy >= 1);
+  CHECK(ok + busy == status.size());
+  // Every 200 has its job; a 503 may or may not (it was refused before enqueueing).
+  CHECK(jobs_in(serve.queue_dir(), "pending").size() == ok);
+  CHECK_THAT(serve.process().stderr_text(), Catch::Matchers::Contains(" 503 "));
+}
