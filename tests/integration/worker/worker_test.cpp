@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -339,6 +340,27 @@ TEST_CASE("a worker killed with SIGKILL during its download: the other worker fi
   CHECK(done.front().attempts == 1);  // the lost run counted once
   CHECK(fs::exists(s.dir / "data-b" / iaserve::iaapi::slide_key("s0") / "overlay.png"));
   CHECK(s.workers["b"]->stderr_text().find("done in") != std::string::npos);
+}
+
+TEST_CASE("SIGTERM hands a running job back to pending, not counted, and the worker exits 0",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 2048, 1536);
+  s.start_sim({"--latency-ms", "1500"});  // the job cannot end within the grace period
+  s.start_server();
+  Process& w = s.start_worker("w1", {"--set", "worker.grace_period=1s"});
+  s.create("s0");
+  auto active = s.wait_jobs(q::State::active, 1, 60s);
+  REQUIRE(active.size() == 1);
+  w.signal(SIGTERM);
+  auto code = w.wait(60s);
+  REQUIRE(code.has_value());
+  CHECK(*code == 0);
+  auto pending = s.jobs(q::State::pending);
+  REQUIRE(pending.size() == 1);
+  CHECK(pending.front().attempts == 0);
+  CHECK(s.jobs(q::State::active).empty());
+  CHECK(w.stderr_text().find("released") != std::string::npos);
 }
 
 // ---------------------------------------------------------------- two hosts
