@@ -6,11 +6,14 @@
 #include "iaapi/version.hpp"
 
 #include <curl/curl.h>
+
 #include <spdlog/spdlog.h>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <chrono>
 #include <ctime>
 #include <exception>
 #include <mutex>
@@ -204,13 +207,21 @@ struct Response {
   }
 };
 
+// Jitter needs spread between clients, not secrecy: a clock and counter seed
+// avoids opening the kernel's random device for every client (one per create).
+static std::uint64_t jitter_seed() {
+  static std::atomic<std::uint64_t> counter{0};
+  auto now = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  return now ^ (++counter * 0x9E3779B97F4A7C15ull);
+}
+
 struct CallbackClient::Impl {
   CallbackInfo callback;
   ClientOptions options;
   std::string base;  // callback.url without trailing '/'
   CURL* curl = nullptr;
   std::uint64_t requests = 0;
-  std::mt19937_64 rng{std::random_device{}()};
+  std::mt19937_64 rng{jitter_seed()};
 
   // State of the running exchange, read by the curl callbacks.
   struct Exchange {
