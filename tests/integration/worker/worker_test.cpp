@@ -234,10 +234,16 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
   }
   CHECK(posts == 20);
   CHECK(puts.size() == 20);
+  int total_puts = 0;
   for (const auto& [path, n] : puts) {
     INFO(path);
-    CHECK(n >= 2);  // "analysis started" (and more), then the final result
+    CHECK(n >= 1);  // at least the final result over the frame
+    total_puts += n;
   }
+  // Progress words ("analysis started", ...) went over the frames too. (A job
+  // that starts before the server has stored its frame skips them: progress
+  // never becomes a second result.)
+  CHECK(total_puts > 20);
   // Both workers worked, each on its own data folder, which keeps what the
   // pathologist's result was made from.
   int overlays = 0;
