@@ -369,6 +369,28 @@ TEST_CASE("SIGTERM hands a running job back to pending, not counted, and the wor
   CHECK(w.stderr_text().find("released") != std::string::npos);
 }
 
+TEST_CASE("a cancel from DPAT stops the running job: cancelled/ and \"analysis cancelled\" on the slide",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 2048, 1536);
+  s.start_sim({"--latency-ms", "1000"});
+  s.start_server();
+  Process& w = s.start_worker("w1");
+  s.create("s0");
+  REQUIRE(s.wait_jobs(q::State::active, 1, 60s).size() == 1);
+  auto c = run({bin("dpatsim"), "invoke", "cancel", s.app_url, "--slide", "s0", "--sim", s.callback, "--quiet"});
+  INFO(c.out << c.err);
+  REQUIRE(c.code == 0);
+  auto cancelled = s.wait_jobs(q::State::cancelled, 1, 120s);
+  INFO(w.stderr_text());
+  REQUIRE(cancelled.size() == 1);
+  CHECK(s.jobs(q::State::done).empty());
+  CHECK(s.jobs(q::State::active).empty());
+  auto r = s.wait_final({"s0"}, 60s);
+  REQUIRE(r.by_slide.at("s0").size() == 1);
+  CHECK(display(r.by_slide.at("s0").front()).find("analysis cancelled") != std::string::npos);
+}
+
 // ---------------------------------------------------------------- two hosts
 namespace {
 
