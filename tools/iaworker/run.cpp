@@ -15,6 +15,7 @@
 
 #include "iaapi/log.hpp"
 #include "server/config.hpp"
+#include "worker/analysis/analysis.hpp"
 #include "server/http/server.hpp"
 #include "tools/iaworker/command.hpp"
 #include "worker/worker.hpp"
@@ -93,6 +94,24 @@ int run(const RunOptions& ro) {
   } catch (const std::exception& e) {
     std::cerr << "iaworker run: " << e.what() << "\n";
     return 2;
+  }
+  // An app whose analysis or parameters are wrong would fail every job it
+  // gets: refuse to start instead, naming the key.
+  for (std::size_t i = 0; i < config.apps.size(); ++i) {
+    const auto& app = config.apps[i];
+    const std::string key = "apps[" + std::to_string(i) + "]";
+    const analysis::Descriptor* d = analysis::find(app.analysis);
+    if (!d) {
+      std::cerr << "iaworker run: " << key << ".analysis: unknown analysis \"" << app.analysis
+                << "\"\n";
+      return 2;
+    }
+    try {
+      (void)analysis::validate_params(*d, app.params);
+    } catch (const std::exception& e) {
+      std::cerr << "iaworker run: " << key << ".params: " << e.what() << "\n";
+      return 2;
+    }
   }
   log::setup(config.log.level, config.log.json);
   auto log = log::get("worker");

@@ -116,7 +116,7 @@ struct Stack {
     std::vector<std::string> argv{bin("iaworker"), "run", "--config", config(), "--queue-dir",
                                   queue.empty() ? queue_dir.string() : queue, "--data-dir",
                                   (dir / ("data-" + name)).string(), "--host-id", name, "--set",
-                                  "apps[0].params={}", "--set", "queue.lease_timeout=3s"};
+                                  "queue.lease_timeout=3s"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
   }
