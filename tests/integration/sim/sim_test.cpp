@@ -343,7 +343,14 @@ TEST_CASE("dpatsim injects faults: errors, hangs and latency on matching routes"
     auto c = sim.client();
     CHECK(c.get_info().api_version == "1.10");
     CHECK(c.create_result("app", sample_result("small", "slow")).id > 0);
-    auto calls = sim.sim_get("/_sim/calls").as_array();
+    // A call is logged once its answer is written, which may be just after
+    // the client has read it: wait (bounded) for both entries.
+    json::array calls;
+    for (int i = 0; i < 500; ++i) {
+      calls = sim.sim_get("/_sim/calls").as_array();
+      if (calls.size() >= 2) break;
+      std::this_thread::sleep_for(10ms);
+    }
     REQUIRE(calls.size() >= 2);
     CHECK(calls[0].as_object().at("elapsedMs").to_number<double>() >= 100.0);
   }

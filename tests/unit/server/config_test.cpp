@@ -47,7 +47,7 @@ TEST_CASE("the example config is complete and valid", "[config]") {
   REQUIRE(c.apps.size() == 1);
   CHECK(c.apps[0].route == "/apps/tissue");
   CHECK(c.apps[0].context.at("model").as_string() == "tissue-v1");
-  CHECK(c.apps[0].params.at("level_mpp").as_double() == 8.0);
+  CHECK(c.apps[0].params.at("target_mpp").as_double() == 8.0);
   CHECK(c.server.body_limit == 8u << 20);
 }
 
