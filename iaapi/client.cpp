@@ -233,11 +233,9 @@ struct CallbackClient::Impl {
     std::exception_ptr error;  // thrown by the sink inside a callback
   };
 
-  Impl(CallbackInfo cb, ClientOptions opt) : callback(std::move(cb)), options(std::move(opt)) {
+  Impl(CallbackInfo cb, ClientOptions opt) : options(std::move(opt)) {
     global_init();
-    base = callback.url;
-    while (!base.empty() && base.back() == '/') base.pop_back();
-    if (base.empty()) throw std::invalid_argument("callback client: empty callback url");
+    bind(std::move(cb));
     curl = curl_easy_init();
     if (!curl) throw std::runtime_error("callback client: curl_easy_init failed");
     if (!options.verify_tls) {
@@ -252,6 +250,14 @@ struct CallbackClient::Impl {
   }
   ~Impl() {
     if (curl) curl_easy_cleanup(curl);
+  }
+
+  void bind(CallbackInfo cb) {
+    std::string b = cb.url;
+    while (!b.empty() && b.back() == '/') b.pop_back();
+    if (b.empty()) throw std::invalid_argument("callback client: empty callback url");
+    callback = std::move(cb);
+    base = std::move(b);
   }
 
   bool cancelled() const { return options.cancelled && options.cancelled(); }
@@ -502,6 +508,9 @@ CallbackClient::CallbackClient(CallbackInfo callback, ClientOptions options)
 CallbackClient::~CallbackClient() = default;
 CallbackClient::CallbackClient(CallbackClient&&) noexcept = default;
 CallbackClient& CallbackClient::operator=(CallbackClient&&) noexcept = default;
+
+void CallbackClient::rebind(CallbackInfo callback) { impl_->bind(std::move(callback)); }
+const CallbackInfo& CallbackClient::callback() const { return impl_->callback; }
 
 std::uint64_t CallbackClient::requests_sent() const {
   return impl_->requests;

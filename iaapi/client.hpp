@@ -84,6 +84,12 @@ class CallbackClient {
   CallbackClient(const CallbackClient&) = delete;
   CallbackClient& operator=(const CallbackClient&) = delete;
 
+  // Points the client at another invocation's callback URL and token while
+  // keeping its connection: a server answering many invocations keeps one
+  // client per thread instead of connecting anew for every request.
+  void rebind(CallbackInfo callback);
+  const CallbackInfo& callback() const;
+
   // GET /info: DPAT's {apiVersion, softwareVersion}.
   ApplicationInfo get_info();
   // GET /slides/{id}/info[?scope=extended][&includePHI=true]: an ImageInfo.

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <future>
 #include <mutex>
+#include <optional>
 
 #include "iaapi/client.hpp"
 #include "iaapi/log.hpp"
@@ -22,6 +23,19 @@
 
 namespace iaserve::server {
 namespace {
+
+// One callback client per thread, kept between requests: curl keeps its
+// connection to DPAT open, so an invocation costs no new TCP (or TLS)
+// handshake. The server's client options are the same for every request.
+iaapi::CallbackClient& thread_client(const iaapi::CallbackInfo& cb,
+                                     const iaapi::ClientOptions& opts) {
+  thread_local std::optional<iaapi::CallbackClient> client;
+  if (client)
+    client->rebind(cb);
+  else
+    client.emplace(cb, opts);
+  return *client;
+}
 
 namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
@@ -468,7 +482,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     // not two: a thread switch costs more than it saves when DPAT is fast.
     std::function<void()> run_info;
     auto info_f = side_by_side<iaapi::ImageInfo>(
-        [cb, slide, opts] { return iaapi::CallbackClient(cb, opts).get_image_info(slide); }, run_info);
+        [cb, slide, opts] { return thread_client(cb, opts).get_image_info(slide); }, run_info);
 
     JobPayload payload;
     payload.kind = JobKind::create;
@@ -480,7 +494,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (!enqueue(call, app, payload)) return;
     auto t_enqueued = Clock::now();
     // The same client stores the frame after listing: one connection.
-    iaapi::CallbackClient client(cb, opts);
+    iaapi::CallbackClient& client = thread_client(cb, opts);
     std::promise<std::vector<iaapi::StoredResult>> list_p;
     auto list_f = list_p.get_future();
     try {
@@ -570,8 +584,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     std::string step = step_text("PUT", "/applications/" + iaapi::url_encode(app.application_id) + "/results/" +
                                             std::to_string(changed.id));
     try {
-      iaapi::CallbackClient client(inv.callback, client_opts);
-      auto stored = client.update_result(app.application_id, changed);
+      auto stored = thread_client(inv.callback, client_opts).update_result(app.application_id, changed);
       call->answer(json_answer(200, iaapi::to_json(stored)));
     } catch (const iaapi::CallbackError& e) {
       callback_failed(call, e, step);
