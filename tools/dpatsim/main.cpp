@@ -7,13 +7,6 @@
 #include "iaapi/version.hpp"
 #include "tools/dpatsim/command.hpp"
 
-namespace iaserve::dpatsim {
-std::vector<CommandInfo>& commands() {
-  static std::vector<CommandInfo> list;
-  return list;
-}
-}  // namespace iaserve::dpatsim
-
 int main(int argc, char** argv) {
   using namespace iaserve::dpatsim;
   CLI::App app{"dpatsim: a Sectra DPAT simulator speaking the Image Analysis API (IA-API 1.10)"};
@@ -25,11 +18,7 @@ int main(int argc, char** argv) {
   std::string log_level;
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default: $IASERVE_LOG or info)");
   std::function<int()> chosen;
-  for (auto& c : commands()) {
-    CLI::App* sub = app.add_subcommand(c.name, c.description);
-    auto runner = c.setup(*sub);
-    sub->callback([&chosen, runner] { chosen = runner; });
-  }
+  iaserve::tools::add_commands(app, chosen);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

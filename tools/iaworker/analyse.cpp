@@ -10,7 +10,7 @@
 #include <iostream>
 #include <sstream>
 
-#include "tools/iaworker/command.hpp"
+#include "tools/command.hpp"
 #include "worker/analysis/analysis.hpp"
 #include "worker/analysis/overlay.hpp"
 #include "worker/slide/image_io.hpp"

@@ -4,14 +4,7 @@
 #include <iostream>
 
 #include "iaapi/version.hpp"
-#include "tools/iaworker/command.hpp"
-
-namespace iaserve::tools {
-std::vector<CommandInfo>& commands() {
-  static std::vector<CommandInfo> list;
-  return list;
-}
-}  // namespace iaserve::tools
+#include "tools/command.hpp"
 
 int main(int argc, char** argv) {
   using namespace iaserve::tools;
@@ -19,11 +12,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("iaworker ") + iaserve::kSoftwareVersion);
   app.require_subcommand(1);
   std::function<int()> chosen;
-  for (auto& c : commands()) {
-    CLI::App* sub = app.add_subcommand(c.name, c.description);
-    auto runner = c.setup(*sub);
-    sub->callback([&chosen, runner] { chosen = runner; });
-  }
+  add_commands(app, chosen);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -22,7 +22,7 @@
 #include "iaapi/messages.hpp"
 #include "server/config.hpp"
 #include "server/job_payload.hpp"
-#include "tools/iaworker/command.hpp"
+#include "tools/command.hpp"
 #include "worker/job.hpp"
 #include "worker/worker.hpp"
 

@@ -17,7 +17,7 @@
 #include "server/config.hpp"
 #include "worker/analysis/analysis.hpp"
 #include "server/http/server.hpp"
-#include "tools/iaworker/command.hpp"
+#include "tools/command.hpp"
 #include "worker/worker.hpp"
 
 namespace iaserve::tools {
