@@ -26,6 +26,7 @@
 #include <string>
 
 #include "iaapi/messages.hpp"
+#include "iaapi/timestamp.hpp"
 
 namespace iaserve::server {
 
@@ -51,7 +52,6 @@ boost::json::object to_json(const JobPayload& p);
 // Throws std::runtime_error naming the field ("job payload: invocation.slideId: ...").
 JobPayload job_payload_from_json(const boost::json::object& o);
 
-// The current time as receivedAt spells it.
-std::string utc_now_iso();
+using iaapi::utc_now_iso;  // receivedAt stamps
 
 }  // namespace iaserve::server

@@ -475,8 +475,6 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     const std::string slide = inv.slide_id;
     const std::string app_id = app.application_id;
     auto opts = client_opts;
-    // Slide size and this app's results on the slide do not depend on each
-    // other (nor on the queue): ask for both while the job is written.
     // The slide size does not depend on the queue nor on this app's results
     // on the slide: ask for it on a helper thread meanwhile. One hand-off,
     // not two: a thread switch costs more than it saves when DPAT is fast.

@@ -1,4 +1,5 @@
 #include "tools/dpatsim/sim.hpp"
+#include "iaapi/timestamp.hpp"
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
@@ -51,17 +52,6 @@ std::vector<std::string> split_path(std::string_view p) {
   return out;
 }
 
-std::string now_iso() {
-  auto now = std::chrono::system_clock::now();
-  auto t = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  return buf;
-}
 
 bool parse_int(std::string_view s, std::int64_t& out) {
   if (s.empty() || s.size() > 12) return false;
@@ -192,7 +182,7 @@ struct Simulator::Impl {
   void record(const http::Completed& c) {
     if (c.path.rfind("/_sim/", 0) == 0) return;
     std::lock_guard lock(mutex);
-    calls.push_back({c.method, c.path, now_iso(), c.status, static_cast<double>(c.elapsed.count()) / 1000.0});
+    calls.push_back({c.method, c.path, iaapi::utc_now_iso(), c.status, static_cast<double>(c.elapsed.count()) / 1000.0});
     if (calls.size() > 10000) calls.pop_front();
   }
 
@@ -222,7 +212,7 @@ struct Simulator::Impl {
       if (a < opt.hang_rate) {
         log->info("fault: hanging {} {}", req.method, rel);
         std::lock_guard lock(mutex);
-        calls.push_back({req.method, req.path, now_iso(), 0, 0});
+        calls.push_back({req.method, req.path, iaapi::utc_now_iso(), 0, 0});
         std::erase_if(hung, [](const Responder& h) { return h.client_gone(); });
         hung.push_back(r);
         return;
