@@ -8,6 +8,7 @@
 #include <future>
 #include <mutex>
 #include <optional>
+#include <unordered_map>
 
 #include "iaapi/client.hpp"
 #include "iaapi/log.hpp"
@@ -102,6 +103,44 @@ std::optional<std::string> traversal_problem(std::string_view id) {
 
 std::string step_text(const char* method, const std::string& path) { return std::string(method) + " " + path; }
 
+// Slide sizes DPAT told us, by callback URL and slide id. A slide's pixel
+// size never changes, so a create on a slide seen before (a re-run, another
+// app on the same slide) skips GET /slides/{id}/info. Bounded: two
+// generations of at most kPerGeneration entries; the older one is dropped
+// when the newer fills, so the slides in use stay.
+class SlideSizes {
+ public:
+  struct Size {
+    std::int64_t width = 0, height = 0;
+  };
+  std::optional<Size> find(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    if (auto it = current_.find(key); it != current_.end()) return it->second;
+    if (auto it = previous_.find(key); it != previous_.end()) {
+      Size s = it->second;
+      insert_locked(key, s);
+      return s;
+    }
+    return std::nullopt;
+  }
+  void insert(const std::string& key, Size s) {
+    std::lock_guard lock(mutex_);
+    insert_locked(key, s);
+  }
+
+ private:
+  static constexpr std::size_t kPerGeneration = 4096;
+  void insert_locked(const std::string& key, Size s) {
+    if (current_.size() >= kPerGeneration) {
+      previous_ = std::move(current_);
+      current_ = {};
+    }
+    current_[key] = s;
+  }
+  std::mutex mutex_;
+  std::unordered_map<std::string, Size> current_, previous_;
+};
+
 }  // namespace
 
 struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
@@ -111,6 +150,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   iaapi::ClientOptions client_opts;
   ThreadPool pool;     // enqueue + callbacks of one request
   ThreadPool helpers;  // the callbacks one request runs side by side
+  SlideSizes slide_sizes;
 
   std::mutex queue_mutex;
   std::shared_ptr<queue::Queue> queue;
@@ -476,11 +516,16 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     const std::string app_id = app.application_id;
     auto opts = client_opts;
     // The slide size does not depend on the queue nor on this app's results
-    // on the slide: ask for it on a helper thread meanwhile. One hand-off,
-    // not two: a thread switch costs more than it saves when DPAT is fast.
+    // on the slide: when it is not known yet, ask for it on a helper thread
+    // meanwhile. One hand-off, not two: a thread switch costs more than it
+    // saves when DPAT is fast.
+    const std::string size_key = cb.url + '\n' + slide;
+    std::optional<SlideSizes::Size> size = slide_sizes.find(size_key);
     std::function<void()> run_info;
-    auto info_f = side_by_side<iaapi::ImageInfo>(
-        [cb, slide, opts] { return thread_client(cb, opts).get_image_info(slide); }, run_info);
+    std::future<iaapi::ImageInfo> info_f;
+    if (!size)
+      info_f = side_by_side<iaapi::ImageInfo>(
+          [cb, slide, opts] { return thread_client(cb, opts).get_image_info(slide); }, run_info);
 
     JobPayload payload;
     payload.kind = JobKind::create;
@@ -502,14 +547,17 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
     if (run_info) run_info();
 
-    iaapi::ImageInfo info;
     std::vector<iaapi::StoredResult> existing;
     const std::string enc = iaapi::url_encode(slide);
-    try {
-      info = info_f.get();
-    } catch (const iaapi::CallbackError& e) {
-      callback_failed(call, e, step_text("GET", "/slides/" + enc + "/info"));
-      return;
+    if (!size) {
+      try {
+        auto info = info_f.get();
+        size = SlideSizes::Size{info.image_size.width, info.image_size.height};
+      } catch (const iaapi::CallbackError& e) {
+        callback_failed(call, e, step_text("GET", "/slides/" + enc + "/info"));
+        return;
+      }
+      if (size->width > 0 && size->height > 0) slide_sizes.insert(size_key, *size);
     }
     try {
       existing = list_f.get();
@@ -518,8 +566,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       return;
     }
     auto t_answers = Clock::now();
-    iaapi::Result frame = iaapi::progress_result(slide, info.image_size.width, info.image_size.height,
-                                                 "analysis queued", 0, kSoftwareVersion);
+    iaapi::Result frame =
+        iaapi::progress_result(slide, size->width, size->height, "analysis queued", 0, kSoftwareVersion);
     frame.data.context = inv.context;
     std::string step;
     try {

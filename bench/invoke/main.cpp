@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -107,6 +108,14 @@ struct Child {
 std::size_t sink(char* ptr, std::size_t size, std::size_t n, void* userdata) {
   static_cast<std::string*>(userdata)->append(ptr, size * n);
   return size * n;
+}
+
+// CPU seconds (user + system) this process (the clients) used so far.
+double self_cpu_seconds() {
+  rusage ru{};
+  ::getrusage(RUSAGE_SELF, &ru);
+  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  return sec(ru.ru_utime) + sec(ru.ru_stime);
 }
 
 double percentile(std::vector<double>& v, double p) {
@@ -221,11 +230,12 @@ int main(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::seconds(warmup));
     measuring = true;
-    double serve_cpu0 = serve.cpu_seconds(), sim_cpu0 = sim.cpu_seconds();
+    double serve_cpu0 = serve.cpu_seconds(), sim_cpu0 = sim.cpu_seconds(), self_cpu0 = self_cpu_seconds();
     auto t0 = Clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(seconds));
     measuring = false;
     double serve_cpu = serve.cpu_seconds() - serve_cpu0, sim_cpu = sim.cpu_seconds() - sim_cpu0;
+    double self_cpu = self_cpu_seconds() - self_cpu0;
     double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
     stop = true;
     for (auto& t : threads) t.join();
@@ -245,8 +255,12 @@ int main(int argc, char** argv) {
     std::error_code qec;
     if (!queue_dir.empty()) fs::remove_all(qdir, qec);
     std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", rate);
-    std::printf("CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second), dpatsim %.2f s\n",
-                serve_cpu, serve_cpu > 0 ? static_cast<double>(all.size()) / serve_cpu : 0.0, sim_cpu);
+    std::printf(
+        "CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second, %.0f us each), "
+        "dpatsim %.2f s (%.0f us per invocation), clients %.2f s\n",
+        serve_cpu, serve_cpu > 0 ? static_cast<double>(all.size()) / serve_cpu : 0.0,
+        all.empty() ? 0.0 : serve_cpu * 1e6 / static_cast<double>(all.size()), sim_cpu,
+        all.empty() ? 0.0 : sim_cpu * 1e6 / static_cast<double>(all.size()), self_cpu);
     std::printf("latency p50: %.2f ms, p99: %.2f ms\n", p50, p99);
     if (latency > 0)
       std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", p99 / latency, 3 * latency + 5,
