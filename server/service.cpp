@@ -538,16 +538,17 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     auto t_enqueued = Clock::now();
     // The same client stores the frame after listing: one connection.
     iaapi::CallbackClient& client = thread_client(cb, opts);
-    std::promise<std::vector<iaapi::StoredResult>> list_p;
-    auto list_f = list_p.get_future();
+    // Listed here, on this thread: a promise would cost a futex wake-up for
+    // nothing. A failure is reported after the slide info's, as before.
+    std::vector<iaapi::StoredResult> existing;
+    std::exception_ptr list_error;
     try {
-      list_p.set_value(client.list_results(app_id, slide));
+      existing = client.list_results(app_id, slide);
     } catch (...) {
-      list_p.set_exception(std::current_exception());
+      list_error = std::current_exception();
     }
     if (run_info) run_info();
 
-    std::vector<iaapi::StoredResult> existing;
     const std::string enc = iaapi::url_encode(slide);
     if (!size) {
       try {
@@ -560,7 +561,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       if (size->width > 0 && size->height > 0) slide_sizes.insert(size_key, *size);
     }
     try {
-      existing = list_f.get();
+      if (list_error) std::rethrow_exception(list_error);
     } catch (const iaapi::CallbackError& e) {
       callback_failed(call, e, step_text("GET", "/applications/" + iaapi::url_encode(app_id) + "/results/slide/" + enc));
       return;
