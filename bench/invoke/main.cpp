@@ -130,7 +130,7 @@ double percentile(std::vector<double>& v, double p) {
 int main(int argc, char** argv) {
   CLI::App app{"bench_invoke: create invocations per second and latency of iaserve against dpatsim"};
   int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2;
-  unsigned io_threads = 2, pool_threads = 0;
+  unsigned io_threads = 2, pool_threads = 0, sim_io_threads = 2;
   std::string log_level = "info";
   bool keep = false;
   std::string queue_dir;
@@ -140,6 +140,7 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "seconds of warm-up, not measured")->capture_default_str();
   app.add_option("--slides", slides, "distinct slides the clients create on")->capture_default_str();
   app.add_option("--io-threads", io_threads, "iaserve server.io_threads")->capture_default_str();
+  app.add_option("--sim-io-threads", sim_io_threads, "dpatsim --io-threads")->capture_default_str();
   app.add_option("--pool-threads", pool_threads, "iaserve server.callback_pool_threads (0: = clients)");
   app.add_option("--log-level", log_level, "iaserve log level (its log goes to a file)")->capture_default_str();
   app.add_option("--queue-dir", queue_dir,
@@ -165,7 +166,8 @@ int main(int argc, char** argv) {
     }
     const std::string token = "bench-token-0123456789";
     std::vector<std::string> sim_argv{(bindir / "dpatsim").string(), "serve", "--slides", (dir / "slides").string(),
-                                      "--listen", "127.0.0.1:0", "--token", token};
+                                      "--listen", "127.0.0.1:0", "--token", token,
+                                      "--io-threads", std::to_string(sim_io_threads)};
     if (latency > 0) {
       sim_argv.push_back("--latency-ms");
       sim_argv.push_back(std::to_string(latency));

@@ -264,11 +264,13 @@ class Session final : public SessionBase {
     parser_->body_limit(impl_.options.body_limit);
     parser_->header_limit(impl_.options.header_limit);
     if (buffer_.size() > 0) return read_header();
-    arm_read_timer(first ? impl_.options.read_timeout : impl_.options.idle_timeout);
+    tcp_layer().expires_never();
+    timed_out_ = false;
+    set_deadline(first ? impl_.options.read_timeout : impl_.options.idle_timeout);
     stream_.async_read_some(buffer_.prepare(4096),
                             [self = shared()](beast::error_code ec, std::size_t n) {
                               if (ec) {
-                                self->disarm_read_timer();
+                                self->clear_deadline();
                                 return self->close();
                               }
                               self->buffer_.commit(n);
@@ -276,30 +278,56 @@ class Session final : public SessionBase {
                             });
   }
 
-  // Reads are bounded by our own timer rather than tcp_stream's expiry,
-  // which closes the socket and so leaves no way to answer 408.
-  void arm_read_timer(std::chrono::milliseconds d) {
-    tcp_layer().expires_never();
-    timed_out_ = false;
-    read_timer_.expires_after(d);
-    read_timer_.async_wait([self = shared(), g = ++timer_generation_](beast::error_code ec) {
-      if (ec || g != self->timer_generation_) return;
-      if (self->phase_ != Phase::waiting && self->phase_ != Phase::reading) return;
-      self->timed_out_ = true;
-      beast::error_code ignored;
-      self->socket().cancel(ignored);
+  // Reads and writes are bounded by our own deadline rather than
+  // tcp_stream's expiry, which closes the socket and so leaves no way to
+  // answer 408. One timer per session, moved lazily: it only moves when a
+  // deadline comes before its expiry, and when it fires at a deadline that
+  // has moved further away it waits again. So a keep-alive request (idle
+  // wait, read, write, each deadline later than the last) starts and
+  // cancels no timer at all.
+  void set_deadline(std::chrono::milliseconds d) {
+    deadline_ = Clock::now() + d;
+    if (!timer_armed_ || timer_at_ > deadline_) arm_timer(deadline_);
+  }
+
+  void clear_deadline() { deadline_ = Clock::time_point::max(); }
+
+  void arm_timer(Clock::time_point at) {
+    timer_at_ = at;
+    timer_armed_ = true;
+    timer_.expires_at(at);
+    timer_.async_wait([self = shared(), g = ++timer_generation_](beast::error_code ec) {
+      if (g != self->timer_generation_) return;  // moved meanwhile
+      self->timer_armed_ = false;
+      if (!ec) self->on_deadline();
     });
   }
 
-  void disarm_read_timer() {
+  void on_deadline() {
+    if (phase_ == Phase::closed || deadline_ == Clock::time_point::max()) return;
+    if (Clock::now() < deadline_) return arm_timer(deadline_);
+    clear_deadline();
+    beast::error_code ignored;
+    if (phase_ == Phase::waiting || phase_ == Phase::reading) {
+      timed_out_ = true;
+      socket().cancel(ignored);
+    } else if (phase_ == Phase::writing) {
+      close();
+    }
+  }
+
+  void stop_timer() {
+    clear_deadline();
     ++timer_generation_;
-    read_timer_.cancel();
+    timer_armed_ = false;
+    timer_.cancel();
   }
 
   void read_header() {
     phase_ = Phase::reading;
     started_ = Clock::now();
-    arm_read_timer(impl_.options.read_timeout);
+    timed_out_ = false;
+    set_deadline(impl_.options.read_timeout);
     bhttp::async_read_header(stream_, buffer_, *parser_,
                              [self = shared()](beast::error_code ec, std::size_t) {
                                self->on_header(ec);
@@ -328,7 +356,7 @@ class Session final : public SessionBase {
   }
 
   void on_read_error(beast::error_code ec) {
-    disarm_read_timer();
+    clear_deadline();
     if (timed_out_) ec = beast::error::timeout;
     if (ec == bhttp::error::end_of_stream || ec == net::error::eof ||
         ec == net::error::operation_aborted || ec == net::error::connection_reset)
@@ -360,7 +388,7 @@ class Session final : public SessionBase {
 
   void on_read(beast::error_code ec) {
     if (ec) return on_read_error(ec);
-    disarm_read_timer();
+    clear_deadline();
     auto msg = parser_->release();
     parser_.reset();
 
@@ -385,9 +413,11 @@ class Session final : public SessionBase {
     self_ = shared_from_this();
     auto state = std::make_shared<Responder::State>(weak_from_this(), generation_);
     state_ = state;
-    watch_peer();
     try {
       impl_.handler(std::move(req), Responder(std::move(state)));
+      // Answered already (the answer waits for this handler on the strand):
+      // no need to watch for the client going away.
+      if (auto s = state_.lock(); s && !s->answered.load()) watch_peer();
     } catch (const std::exception& e) {
       impl_.log->error("handler for {} {} threw: {}", method_, path_, e.what());
       if (auto s = state_.lock(); s && !s->answered.exchange(true))
@@ -484,14 +514,9 @@ class Session final : public SessionBase {
     segment_ = 0;
     file_index_ = 0;
     bytes_out_ = 0;
-    tcp_layer().expires_after(impl_.options.write_timeout);
-    // The sendfile path waits on the socket directly, outside tcp_stream's
-    // expiry: this timer bounds the whole answer either way.
-    write_timer_.expires_after(impl_.options.write_timeout);
-    write_timer_.async_wait([self = shared(), g = generation_](beast::error_code ec) {
-      if (ec || g != self->generation_ || self->phase_ != Phase::writing) return;
-      self->close();
-    });
+    // The whole answer, sendfile included, within write_timeout: past it
+    // the session closes.
+    set_deadline(impl_.options.write_timeout);
 
     // The header and the strings that follow it go out in one write.
     std::vector<net::const_buffer> buffers{net::buffer(header_)};
@@ -595,7 +620,7 @@ class Session final : public SessionBase {
   }
 
   void finish(bool ok) {
-    write_timer_.cancel();
+    clear_deadline();
     if (phase_ == Phase::closed && ok) ok = false;
     files_.clear();
     body_.clear();
@@ -635,15 +660,17 @@ class Session final : public SessionBase {
     if (auto s = state_.lock()) s->gone = true;
     phase_ = Phase::closed;
     self_.reset();
-    disarm_read_timer();
+    stop_timer();
     beast::error_code ignored;
     socket().shutdown(tcp::socket::shutdown_both, ignored);
     socket().close(ignored);
   }
 
   Stream stream_;
-  net::steady_timer read_timer_{stream_.get_executor()};
-  net::steady_timer write_timer_{stream_.get_executor()};
+  net::steady_timer timer_{stream_.get_executor()};
+  Clock::time_point deadline_ = Clock::time_point::max();  // of the phase; max: none
+  Clock::time_point timer_at_{};                            // when timer_ fires
+  bool timer_armed_ = false;
   std::uint64_t timer_generation_ = 0;
   bool timed_out_ = false;
   std::string remote_;

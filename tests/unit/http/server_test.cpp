@@ -210,6 +210,61 @@ TEST_CASE("a client sending one byte at a time is cut off at read_timeout", "[ht
   CHECK(answer.find("Connection: close") != std::string::npos);
 }
 
+TEST_CASE("a kept-alive connection: a stalled second request gets 408, an idle one is closed", "[http]") {
+  http::Options o;
+  o.read_timeout = 300ms;
+  o.idle_timeout = 600ms;
+  http::Server s(o, echo_handler());
+  s.start();
+  const std::string request = "GET /one HTTP/1.1\r\nHost: x\r\n\r\n";
+
+  // The second request on the connection starts, then stalls: the read
+  // deadline of that request (not the first one's) cuts it off.
+  {
+    Raw raw(s.port());
+    REQUIRE(raw.send(request));
+    CHECK(raw.read_response().find("HTTP/1.1 200") == 0);
+    REQUIRE(raw.send(request));
+    CHECK(raw.read_response().find("HTTP/1.1 200") == 0);
+    REQUIRE(raw.send("GET /two HTTP/1.1\r\nHo"));
+    auto answer = raw.read_all();
+    CHECK(answer.find("HTTP/1.1 408") == 0);
+    CHECK(answer.find("Connection: close") != std::string::npos);
+  }
+  // A connection that stays silent after its answer is closed without one.
+  {
+    Raw raw(s.port());
+    REQUIRE(raw.send(request));
+    CHECK(raw.read_response().find("HTTP/1.1 200") == 0);
+    CHECK(raw.read_all().empty());
+  }
+  // Both connections are gone on the server's side too.
+  for (int i = 0; i < 100 && s.open_connections() > 0; ++i) std::this_thread::sleep_for(20ms);
+  CHECK(s.open_connections() == 0);
+}
+
+TEST_CASE("a client that stops reading its answer is cut off at write_timeout", "[http]") {
+  http::Options o;
+  o.write_timeout = 500ms;
+  const std::string big(64u << 20, 'b');  // far more than the socket buffers hold
+  http::Server s(o, [&big](http::Request&&, http::Responder respond) {
+    respond(http::Response::text(200, "application/octet-stream", big));
+  });
+  s.start();
+  Raw raw(s.port());
+  {
+    int small = 4096;
+    ::setsockopt(raw.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+  }
+  REQUIRE(raw.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
+  // Read nothing until the server has given up on this connection.
+  for (int i = 0; i < 500 && s.open_connections() > 0; ++i) std::this_thread::sleep_for(20ms);
+  CHECK(s.open_connections() == 0);
+  auto got = raw.read_all();
+  CHECK(got.find("HTTP/1.1 200") == 0);
+  CHECK(got.size() < big.size());
+}
+
 TEST_CASE("a responder answers from another thread; a dropped one answers 500", "[http]") {
   std::vector<std::thread> threads;
   std::mutex m;
