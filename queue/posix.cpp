@@ -75,6 +75,38 @@ void fsync_dir(const fs::path& dir) {
     fail(dir, "fsync folder", errno);
 }
 
+bool append_file(const fs::path& path, std::string_view content, bool sync_file) {
+  Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return false;
+    fail(path, "open for append", errno);
+  }
+  std::size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(path, "append", errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (sync_file && ::fsync(fd.get()) != 0) fail(path, "fsync", errno);
+  if (::close(fd.release()) != 0) fail(path, "close", errno);
+  return true;
+}
+
+void write_at_start(int fd, const fs::path& path, std::string_view content) {
+  std::size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = ::pwrite(fd, content.data() + done, content.size() - done, static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail(path, "write", errno);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+}
+
 void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::string_view content,
                        bool sync_dir, bool sync_file) {
   fs::path tmp = tmp_dir / (dest.filename().string() + "." + random_hex(6) + ".tmp");

@@ -47,6 +47,11 @@ std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes
 void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::string_view content,
                        bool sync_dir, bool sync_file = true);
 void fsync_dir(const fs::path& dir);
+// Appends content to an existing file (O_APPEND), fsynced when sync_file.
+// False when the file is absent; throws naming the file on anything else.
+bool append_file(const fs::path& path, std::string_view content, bool sync_file);
+// pwrite(2) of all of content at offset 0 (a record rewritten in place).
+void write_at_start(int fd, const fs::path& path, std::string_view content);
 // Names in a folder (no "." ".."), sorted. Throws when the folder cannot be read.
 std::vector<std::string> list_dir(const fs::path& dir);
 // rename(2); false on ENOENT of the source, throws on anything else.

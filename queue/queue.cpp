@@ -20,6 +20,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <unordered_map>
 
 #include "iaapi/log.hpp"
 #include "queue/posix.hpp"
@@ -57,6 +58,19 @@ bool safe_id(std::string_view id) {
   return std::all_of(id.begin(), id.end(), [](char c) {
     return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.';
   });
+}
+
+// The slide-hash part of a well-formed id ("" otherwise), without parsing.
+std::string_view hash_of(std::string_view id) {
+  if (id.size() != 52 || id[5] != '-' || id[26] != '-' || id[43] != '-') return {};
+  return id.substr(27, 16);
+}
+
+// Was id a enqueued after id b (time, then the random part)? Both well formed.
+bool is_newer(std::string_view a, std::string_view b) {
+  auto ta = a.substr(6, 20), tb = b.substr(6, 20);
+  if (ta != tb) return ta > tb;
+  return a.substr(44) > b.substr(44);
 }
 
 struct FsKind {
@@ -161,10 +175,213 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   std::mutex rng_mutex;
   std::mt19937_64 rng{std::random_device{}()};
 
+  // What a claiming process knows of pending/, in claim order. Where the
+  // folder is local, inotify events keep it current and a listing is needed
+  // only at the start, after an event overflow and every few seconds as a
+  // safety net; on a share it is listed again when older than half the poll
+  // period. A stale entry costs one stat: claim_one checks the file first.
+  std::atomic<bool> watching{false};
+  int wd_pending = -1;
+  std::mutex drain_m;  // one reader of the inotify descriptor at a time
+  std::mutex view_m;
+  std::set<std::string> view;
+  std::unordered_map<std::string, int> view_hashes;  // slide hash -> ids in view
+  bool view_valid = false;
+  std::int64_t view_listed_ns = 0;
+
+  // What an enqueuing process knows: the newest pending job of each slide,
+  // from one listing and then from its own enqueues, so that coalescing does
+  // not list pending/ on every enqueue. A request it does not know of (from
+  // another process, or a job put back by a worker) is caught when claimed:
+  // claim_one supersedes a job whose slide has a newer pending request.
+  struct Newest {
+    std::string id, app_id, slide_key;  // app and slide empty: not read yet
+  };
+  std::mutex index_m;
+  std::unordered_map<std::string, Newest> newest;
+  bool index_loaded = false;
+  std::size_t index_reload_at = 4096;
+
+  std::mutex lease_m;
+  Fd lease_fd;             // leases/<lease_name>.lease, once a claim made it
+  std::string lease_name;
+  int lease_failures = 0;  // refreshes failed in a row
+
+  // One thread refreshes the lease and checks every claim this process holds.
+  std::mutex hb_m;
+  std::condition_variable hb_cv;
+  std::set<Claim::Impl*> hb_claims;
+  std::thread hb_thread;
+  bool hb_stop = false;
+
+  ~Impl() {
+    {
+      std::lock_guard lk(hb_m);
+      hb_stop = true;
+    }
+    hb_cv.notify_all();
+    if (hb_thread.joinable()) hb_thread.join();
+    // Every claim has ended (each holds this object): the lease is no
+    // longer anyone's.
+    if (lease_fd) ::unlink(lease_path(lease_name).c_str());
+  }
+  void hb_add(Claim::Impl* c) {
+    std::lock_guard lk(hb_m);
+    hb_claims.insert(c);
+    if (!hb_thread.joinable()) hb_thread = std::thread([this] { hb_loop(); });
+  }
+  void hb_remove(Claim::Impl* c) {
+    std::lock_guard lk(hb_m);
+    hb_claims.erase(c);
+  }
+  void hb_loop();
+
+  void view_insert(const std::string& id) {  // view_m held
+    if (view.insert(id).second)
+      if (auto h = hash_of(id); !h.empty()) ++view_hashes[std::string(h)];
+  }
+  void view_erase(const std::string& id) {  // view_m held
+    if (view.erase(id) == 0) return;
+    auto h = hash_of(id);
+    if (h.empty()) return;
+    auto it = view_hashes.find(std::string(h));
+    if (it != view_hashes.end() && --it->second <= 0) view_hashes.erase(it);
+  }
+  void view_forget(const std::string& id) {
+    std::lock_guard lk(view_m);
+    view_erase(id);
+  }
+
+  // Applies the inotify events read so far to the view.
+  void drain_events() {
+    if (!watching) return;
+    std::lock_guard d(drain_m);
+    alignas(struct inotify_event) char buf[16384];
+    for (;;) {
+      ssize_t n = ::read(inotify_fd.get(), buf, sizeof buf);
+      if (n <= 0) break;
+      std::lock_guard lk(view_m);
+      for (char* p = buf; p < buf + n;) {
+        auto* e = reinterpret_cast<struct inotify_event*>(p);
+        p += sizeof(struct inotify_event) + e->len;
+        if (e->mask & IN_Q_OVERFLOW) {
+          view_valid = false;
+          continue;
+        }
+        if (e->wd != wd_pending || e->len == 0) continue;
+        std::string_view name(e->name);  // NUL-padded
+        if (!ends_with(name, ".json") || name[0] == '.') continue;
+        std::string id = strip(name, ".json");
+        if (e->mask & (IN_MOVED_TO | IN_CREATE))
+          view_insert(id);
+        else
+          view_erase(id);
+      }
+    }
+  }
+
+  void ensure_watch() {
+    std::call_once(watch_once, [&] {
+      watch();
+      watching = true;
+    });
+  }
+
+  // Lists pending/ again when the view may have missed something.
+  void refresh_view() {
+    bool inotify = wake == Wakeup::inotify;
+    if (inotify) ensure_watch();  // before the listing: nothing is missed
+    drain_events();
+    std::int64_t now = posix::now_ns();
+    std::int64_t max_age = inotify ? 5'000'000'000LL
+                                   : std::chrono::duration_cast<std::chrono::nanoseconds>(opt.poll_interval).count() / 2;
+    std::lock_guard lk(view_m);
+    if (view_valid && (inotify || !view.empty()) && now - view_listed_ns < max_age) return;
+    view.clear();
+    view_hashes.clear();
+    for (auto& id : job_ids(State::pending)) view_insert(id);
+    view_valid = true;
+    view_listed_ns = now;
+  }
+
+  // The newest id in the view for the same slide hash as id, if newer.
+  std::optional<std::string> newer_in_view(const std::string& id) {
+    auto h = hash_of(id);
+    if (h.empty()) return std::nullopt;
+    std::lock_guard lk(view_m);
+    auto it = view_hashes.find(std::string(h));
+    if (it == view_hashes.end() || it->second < 2) return std::nullopt;
+    std::optional<std::string> best;
+    for (auto& other : view)
+      if (hash_of(other) == h && is_newer(other, best ? *best : id)) best = other;
+    return best;
+  }
+
+  // Is the pending job `id` a request of this (app, slide)? nullopt: cannot tell.
+  bool same_slide(const Newest& n, const std::string& app_id, const std::string& slide_key) const {
+    if (!n.app_id.empty()) return n.app_id == app_id && n.slide_key == slide_key;
+    try {
+      auto f = read_job(State::pending, n.id);
+      return f && f->job.app_id == app_id && f->job.slide_key == slide_key;
+    } catch (const QueueError&) {
+      return false;  // corrupt: the claim path moves it aside
+    }
+  }
+
+  // pending/<old_id> -> cancelled/, noting what replaced it. False when it
+  // was no longer pending (claimed or cancelled meanwhile).
+  bool supersede(const std::string& old_id, const std::string& by) const {
+    if (!posix::rename_file(job_path(State::pending, old_id), job_path(State::cancelled, old_id)))
+      return false;
+    try {
+      posix::append_file(job_path(State::cancelled, old_id),
+                         record::encode_note("superseded by " + by, std::chrono::system_clock::now()),
+                         false);
+    } catch (const QueueError& e) {
+      logger()->warn("job {}: superseded by {}, but the note was not written: {}", old_id, by, e.what());
+    }
+    logger()->info("job {}: superseded by {}", old_id, by);
+    return true;
+  }
+
+  void load_index(const std::string& exclude) {  // index_m held
+    newest.clear();
+    for (auto& other : job_ids(State::pending)) {
+      auto h = hash_of(other);
+      if (h.empty() || other == exclude) continue;
+      auto& e = newest[std::string(h)];
+      if (e.id.empty() || is_newer(other, e.id)) e = Newest{other, {}, {}};
+    }
+    index_loaded = true;
+    index_reload_at = std::max<std::size_t>(4096, 2 * newest.size());
+  }
+
+  // Enqueue-time coalescing of the new job `id`: the older of it and the
+  // newest known pending request of its slide goes to cancelled/.
+  void coalesce(const std::string& id, const std::string& app_id, const std::string& slide_key) {
+    auto h = std::string(hash_of(id));
+    std::optional<Newest> older, newer;
+    {
+      std::lock_guard lk(index_m);
+      if (!index_loaded || newest.size() > index_reload_at) load_index(id);
+      auto [it, fresh] = newest.try_emplace(h, Newest{id, app_id, slide_key});
+      if (!fresh && it->second.id != id) {
+        if (is_newer(id, it->second.id)) {
+          older = it->second;
+          it->second = Newest{id, app_id, slide_key};
+        } else {
+          newer = it->second;
+        }
+      }
+    }
+    if (older && same_slide(*older, app_id, slide_key)) supersede(older->id, id);
+    if (newer && same_slide(*newer, app_id, slide_key)) supersede(id, newer->id);
+  }
+
   fs::path state_dir(State s) const { return dir / std::string(to_string(s)); }
   fs::path job_path(State s, const std::string& id) const { return state_dir(s) / (id + ".json"); }
   fs::path lock_path(const std::string& id) const { return dir / "locks" / (id + ".lock"); }
-  fs::path lease_path(const std::string& id) const { return dir / "active" / (id + ".lease"); }
+  fs::path lease_path(const std::string& name) const { return dir / "leases" / (name + ".lease"); }
   fs::path mark_path(const std::string& id) const { return dir / "active" / (id + ".cancel"); }
   fs::path tmp() const { return dir / "tmp"; }
 
@@ -174,6 +391,22 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   }
   void sync(const fs::path& folder) const {
     if (opt.fsync) posix::fsync_dir(folder);
+  }
+
+  // Group commit of pending/'s fsync: one fsync covers every rename into
+  // pending/ made before it started, so concurrent enqueues (the server's
+  // pool) share one instead of queueing one each.
+  std::atomic<std::uint64_t> renamed_into_pending{0};
+  std::mutex pending_sync_m;
+  std::uint64_t pending_synced = 0;  // pending_sync_m held
+  void sync_pending_after_rename() {
+    if (!opt.fsync) return;
+    std::uint64_t mine = ++renamed_into_pending;
+    std::lock_guard lk(pending_sync_m);
+    if (pending_synced >= mine) return;
+    std::uint64_t upto = renamed_into_pending.load();
+    posix::fsync_dir(state_dir(State::pending));
+    pending_synced = upto;
   }
 
   std::vector<std::string> job_ids(State s) const {
@@ -195,15 +428,55 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     }
   }
 
-  std::optional<record::LeaseFile> read_lease(const std::string& id) const {
-    auto text = posix::read_file(lease_path(id), kMaxLeaseBytes);
+  // The lease of the process that claimed the job last (its claim record
+  // names it). nullopt when there is none or it does not parse.
+  std::optional<record::LeaseFile> read_lease(const record::JobFile& f) const {
+    if (!f.claim || !safe_id(f.claim->lease)) return std::nullopt;
+    auto text = posix::read_file(lease_path(f.claim->lease), kMaxLeaseBytes);
     if (!text) return std::nullopt;
     return record::decode_lease(*text);
   }
 
-  void write_lease(const std::string& id, const std::string& run) const {
-    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now()}, run};
-    posix::write_file_atomic(tmp(), lease_path(id), record::encode_lease(l), false, false);
+  // This process's lease, leases/<host>-<pid>-<random>.lease: made at its
+  // first claim and rewritten in place by the heartbeat thread. One lease
+  // per process, not per job: a job's claim record names it, so a claim
+  // creates no file beyond the job's lock file (and deletes none).
+  void write_own_lease() {  // lease_m held
+    auto path = lease_path(lease_name);
+    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now()}, lease_name};
+    std::string text = record::encode_lease(l);
+    struct ::stat st {};
+    if (lease_fd && ::fstat(lease_fd.get(), &st) == 0 && st.st_nlink > 0) {
+      posix::write_at_start(lease_fd.get(), path, text);
+      if (st.st_size > static_cast<off_t>(text.size()) &&
+          ::ftruncate(lease_fd.get(), static_cast<off_t>(text.size())) != 0)
+        posix::fail(path, "truncate lease", errno);
+      return;
+    }
+    Fd fd;  // first write, or removed under us: a new file
+    for (int round = 0; round < 3 && !fd; ++round) {
+      fd = Fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      // On FUSE an O_CREAT open fails with ENOENT when another mount removed
+      // the name this mount still has cached; the failure drops the cache.
+      if (!fd && errno != ENOENT) break;
+    }
+    if (!fd) posix::fail(path, "create lease", errno);
+    posix::write_at_start(fd.get(), path, text);
+    lease_fd = std::move(fd);
+  }
+  std::string own_lease() {
+    std::lock_guard lk(lease_m);
+    if (lease_name.empty()) {
+      std::string h;
+      for (char c : host) h.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_');
+      lease_name = h.substr(0, 64) + "-" + std::to_string(::getpid()) + "-" + posix::random_hex(4);
+    }
+    if (!lease_fd) write_own_lease();
+    return lease_name;
+  }
+  void refresh_own_lease() {
+    std::lock_guard lk(lease_m);
+    if (lease_fd) write_own_lease();
   }
 
   // Moves a job file this process holds the lock of out of active/: first
@@ -239,16 +512,21 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
       }
     }
     f.outcome = record::Outcome{std::string(to_string(to)), run};
-    write_durable(job_path(State::active, id), record::encode_job(f), false);
+    bool durable = opt.fsync && opt.sync_finish;
+    if (!posix::append_file(job_path(State::active, id), record::encode_update(f), durable))
+      throw QueueError("queue " + job_path(State::active, id).string() +
+                       ": gone before it could move to " + std::string(to_string(to)));
     if (!posix::rename_file(job_path(State::active, id), job_path(to, id)))
       throw QueueError("queue " + job_path(State::active, id).string() +
                        ": gone before it could move to " + std::string(to_string(to)));
     // One folder is enough: the rename is one journal transaction (ext4,
     // xfs) or one server operation (SMB).
-    sync(state_dir(to));
-    posix::unlink_file(lease_path(id));
+    if (durable) posix::fsync_dir(state_dir(to));
+    // Nothing is deleted on this path (the mark is almost never there): on
+    // a filesystem that avoids reusing recently freed inodes (ext4 without a
+    // journal) every deletion makes later file creations slower. The lock
+    // file stays for the job's lifetime; purge removes it with the job.
     posix::unlink_file(mark_path(id));
-    if (to != State::pending) posix::unlink_file(lock_path(id));
     return to;
   }
 
@@ -264,13 +542,10 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
       f.job.priority = p->priority;
       f.job.enqueued = record::from_ns(p->time_ns);
     }
-    write_durable(job_path(State::failed, id), record::encode_job(f), false);
+    write_durable(job_path(State::failed, id), record::encode_job(f) + "\n", false);
     posix::rename_file(job_path(from, id), state_dir(State::failed) / (id + ".corrupt"));
     sync(state_dir(State::failed));
-    if (from == State::active) {
-      posix::unlink_file(lease_path(id));
-      posix::unlink_file(mark_path(id));
-    }
+    if (from == State::active) posix::unlink_file(mark_path(id));
     posix::unlink_file(lock_path(id));
   }
 
@@ -297,8 +572,10 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     // Watches before any scan: nothing that lands after them is missed.
     inotify_fd = Fd(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
     if (!inotify_fd) posix::fail(dir, "inotify_init1", errno);
-    if (::inotify_add_watch(inotify_fd.get(), state_dir(State::pending).c_str(), IN_MOVED_TO) < 0)
-      posix::fail(state_dir(State::pending), "inotify_add_watch", errno);
+    // Arrivals wake waiters; departures keep claimers' views of pending/ exact.
+    wd_pending = ::inotify_add_watch(inotify_fd.get(), state_dir(State::pending).c_str(),
+                                     IN_MOVED_TO | IN_CREATE | IN_MOVED_FROM | IN_DELETE);
+    if (wd_pending < 0) posix::fail(state_dir(State::pending), "inotify_add_watch", errno);
     // A run that ends frees its slide's waiting job.
     if (::inotify_add_watch(inotify_fd.get(), state_dir(State::active).c_str(),
                             IN_MOVED_FROM | IN_DELETE) < 0)
@@ -307,14 +584,9 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
 
   // Until something changed since generation `seen`, or `step` passed.
   void wait_inotify(std::uint64_t seen, std::chrono::milliseconds step) {
-    // Made on the first wait (a queue that only enqueues never needs it);
-    // what landed before the watches existed is found by the rescan now.
-    bool created = false;
-    std::call_once(watch_once, [&] {
-      watch();
-      created = true;
-    });
-    if (created) return;
+    // Made by the first claim (a queue that only enqueues never needs it),
+    // before its listing.
+    ensure_watch();
     std::unique_lock mine(poller, std::try_to_lock);
     if (!mine) {  // another thread polls; it wakes us
       std::unique_lock lk(wake_m);
@@ -325,11 +597,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     struct pollfd fds[2] = {{interrupt_fd.get(), POLLIN, 0}, {inotify_fd.get(), POLLIN, 0}};
     int r = ::poll(fds, 2, static_cast<int>(step.count()));
     if (r < 0 && errno != EINTR) posix::fail(dir, "poll", errno);
-    if (r > 0 && (fds[1].revents & POLLIN)) {
-      alignas(struct inotify_event) char buf[4096];
-      while (::read(inotify_fd.get(), buf, sizeof buf) > 0) {
-      }
-    }
+    if (r > 0 && (fds[1].revents & POLLIN)) drain_events();
     mine.unlock();
     bump_wake();
   }
@@ -358,48 +626,26 @@ struct Claim::Impl {
   std::string run;
   JobLock lock;
   bool is_held = true;
+  bool beating = false;
   std::atomic<bool> lost{false};
-  std::mutex m;
-  std::condition_variable cv;
-  bool stopping = false;
-  std::thread heartbeat;
 
   void start() {
-    heartbeat = std::thread([this] { beat(); });
+    beating = true;
+    q->hb_add(this);
   }
 
-  void beat() {
-    int failures = 0;
-    std::unique_lock lk(m);
-    while (!stopping) {
-      cv.wait_for(lk, q->opt.lease_interval, [this] { return stopping; });
-      if (stopping) break;
-      lk.unlock();
-      try {
-        if (!posix::path_exists(q->job_path(State::active, file.job.id))) {
-          if (!lost.exchange(true))
-            logger()->error("job {}: no longer in active/ (recovered elsewhere after a stale lease)",
-                            file.job.id);
-        } else {
-          q->write_lease(file.job.id, run);
-          failures = 0;
-        }
-      } catch (const std::exception& e) {
-        if (++failures == 1 || failures % 10 == 0)
-          logger()->warn("job {}: lease refresh failed ({} in a row): {}", file.job.id, failures,
-                         e.what());
-      }
-      lk.lock();
-    }
+  // At every heartbeat (hb_m held): is the job still ours?
+  void check() {
+    if (lost) return;
+    if (!posix::path_exists(q->job_path(State::active, file.job.id)) && !lost.exchange(true))
+      logger()->error("job {}: no longer in active/ (recovered elsewhere after a stale lease)",
+                      file.job.id);
   }
 
   void stop_heartbeat() {
-    {
-      std::lock_guard lk(m);
-      stopping = true;
-    }
-    cv.notify_all();
-    if (heartbeat.joinable()) heartbeat.join();
+    if (!beating) return;
+    q->hb_remove(this);
+    beating = false;
   }
 
   State finish(State to, const std::string& reason, const boost::json::object* summary) {
@@ -419,6 +665,25 @@ struct Claim::Impl {
     return went;
   }
 };
+
+void Queue::Impl::hb_loop() {
+  std::unique_lock lk(hb_m);
+  auto next = std::chrono::steady_clock::now() + opt.lease_interval;
+  while (!hb_stop) {
+    hb_cv.wait_until(lk, next, [this] { return hb_stop; });
+    if (hb_stop) break;
+    auto now = std::chrono::steady_clock::now();
+    next = std::max(next + opt.lease_interval, now);
+    try {
+      refresh_own_lease();
+      lease_failures = 0;
+    } catch (const std::exception& e) {
+      if (++lease_failures == 1 || lease_failures % 10 == 0)
+        logger()->warn("lease refresh failed ({} in a row): {}", lease_failures, e.what());
+    }
+    for (Claim::Impl* c : hb_claims) c->check();
+  }
+}
 
 Claim::Claim(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Claim::Claim(Claim&&) noexcept = default;
@@ -481,48 +746,67 @@ void Claim::release() {
 // ---------------------------------------------------------------------------
 
 std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
+  // A job another worker took since the view was made: no lock file for it.
+  if (!posix::path_exists(job_path(State::pending, id))) {
+    view_forget(id);
+    return std::nullopt;
+  }
   JobLock lock = try_lock(lock_path(id));
   if (!lock) return std::nullopt;
   std::optional<record::JobFile> f;
   try {
     f = read_job(State::pending, id);
   } catch (const QueueError& e) {
+    view_forget(id);
     if (!posix::path_exists(job_path(State::pending, id))) return std::nullopt;
     move_aside_corrupt(State::pending, id, e.what());
     return std::nullopt;
   }
-  if (!f) return std::nullopt;  // claimed or cancelled by someone else meanwhile
+  if (!f) {  // claimed or cancelled by someone else meanwhile
+    view_forget(id);
+    return std::nullopt;
+  }
+  // A newer request for the same slide waits too (enqueued by another
+  // process, or this job came back from a run): the newest one runs.
+  if (auto newer = newer_in_view(id)) {
+    if (same_slide(Newest{*newer, {}, {}}, f->job.app_id, f->job.slide_key)) {
+      view_forget(id);
+      if (supersede(id, *newer)) {
+        posix::unlink_file(lock_path(id));
+        return std::nullopt;
+      }
+    }
+  }
   auto impl = std::make_unique<Claim::Impl>();
   impl->q = shared_from_this();
   impl->run = posix::random_hex(8);
+  record::ClaimRecord mine{impl->run, own_lease()};
   // A mark left from an earlier run of this id would cancel this one.
   posix::unlink_file(mark_path(id));
-  write_lease(id, impl->run);
-  if (!posix::rename_file(job_path(State::pending, id), job_path(State::active, id))) {
-    // Lost the race (a cancel, or another host where flock is not shared):
-    // the lease may be the winner's by now.
-    try {
-      if (auto l = read_lease(id); l && l->run == impl->run) posix::unlink_file(lease_path(id));
-    } catch (const QueueError&) {
-    }
+  // The claim record goes in before the rename, so an active job always
+  // names its lease.
+  if (!posix::append_file(job_path(State::pending, id), record::encode_claim(mine), false) ||
+      !posix::rename_file(job_path(State::pending, id), job_path(State::active, id))) {
+    // Lost the race (a cancel, or another host where flock is not shared).
+    view_forget(id);
     return std::nullopt;
   }
-  // Ours now; a loser may have overwritten the lease in between.
-  write_lease(id, impl->run);
+  view_forget(id);
+  // Where flock may not be shared between hosts, a loser's record may have
+  // landed after ours: ours goes last again.
+  if (opt.lease_only || !fskind.local)
+    posix::append_file(job_path(State::active, id), record::encode_claim(mine), false);
+  f->claim = mine;
   f->job.state = State::active;
   impl->file = std::move(*f);
   impl->lock = std::move(lock);
   // Two workers may have claimed two jobs of one slide at the same moment;
   // whoever sees the other backs off (both may: they retry later).
-  if (auto mine = record::parse_id(id)) {
+  if (auto slide = hash_of(id); !slide.empty()) {
     for (auto& other : job_ids(State::active)) {
-      if (other == id) continue;
-      auto p = record::parse_id(other);
-      if (p && p->slide_hash == mine->slide_hash) {
-        posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
-        posix::unlink_file(lease_path(id));
-        return std::nullopt;
-      }
+      if (other == id || hash_of(other) != slide) continue;
+      posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
+      return std::nullopt;
     }
   }
   impl->start();
@@ -532,16 +816,28 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
 }
 
 std::optional<Claim> Queue::Impl::try_claim() {
-  auto ids = job_ids(State::pending);
-  if (ids.empty()) return std::nullopt;
-  auto busy = active_slide_hashes();
-  for (auto& id : ids) {
-    if (!safe_id(id)) continue;
-    auto p = record::parse_id(id);
-    if (p && busy.count(p->slide_hash)) continue;
-    if (auto c = claim_one(id)) return c;
+  refresh_view();
+  constexpr std::size_t kBatch = 32;
+  std::optional<std::set<std::string>> busy;  // slides running now, listed once
+  std::string after;
+  for (bool first = true;; first = false) {
+    std::vector<std::string> batch;
+    {
+      std::lock_guard lk(view_m);
+      auto it = first ? view.begin() : view.upper_bound(after);
+      for (; it != view.end() && batch.size() < kBatch; ++it) batch.push_back(*it);
+    }
+    if (batch.empty()) return std::nullopt;
+    if (!busy) busy = active_slide_hashes();
+    for (auto& id : batch) {
+      if (!safe_id(id)) continue;
+      auto h = hash_of(id);
+      if (!h.empty() && busy->count(std::string(h))) continue;
+      if (auto c = claim_one(id)) return c;
+    }
+    if (batch.size() < kBatch) return std::nullopt;
+    after = batch.back();
   }
-  return std::nullopt;
 }
 
 RecoverReport Queue::Impl::recover() {
@@ -558,16 +854,6 @@ RecoverReport Queue::Impl::recover() {
     if (!lock) continue;  // its worker is alive (on this host, or flock is shared)
     auto st = posix::stat_path(job_path(State::active, id));
     if (!st) continue;  // finished meanwhile
-    std::optional<record::LeaseFile> lease;
-    try {
-      lease = read_lease(id);
-    } catch (const QueueError&) {
-    }
-    auto lease_time = lease ? lease->lease.time
-                            : std::chrono::system_clock::time_point(
-                                  std::chrono::seconds(st->st_ctim.tv_sec));
-    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - lease_time);
-    if (age < opt.lease_timeout) continue;  // alive on a host whose flock we do not see
     std::optional<record::JobFile> f;
     try {
       f = read_job(State::active, id);
@@ -577,7 +863,27 @@ RecoverReport Queue::Impl::recover() {
       continue;
     }
     if (!f) continue;
-    std::string run = lease ? lease->run : std::string();
+    std::optional<record::LeaseFile> lease;
+    try {
+      lease = read_lease(*f);
+    } catch (const QueueError&) {
+    }
+    // No readable lease (being rewritten, or its process long gone): the
+    // lease file's own time, else the job file's last change (the claim
+    // record is appended just before the claim).
+    auto file_time = [](const struct ::stat& s) {
+      return std::chrono::system_clock::time_point(
+          std::chrono::seconds(std::max(s.st_mtim.tv_sec, s.st_ctim.tv_sec)));
+    };
+    std::chrono::system_clock::time_point lease_time = file_time(*st);
+    if (lease) {
+      lease_time = lease->lease.time;
+    } else if (f->claim && safe_id(f->claim->lease)) {
+      if (auto ls = posix::stat_path(lease_path(f->claim->lease))) lease_time = file_time(*ls);
+    }
+    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - lease_time);
+    if (age < opt.lease_timeout) continue;  // alive on a host whose flock we do not see
+    std::string run = f->claim ? f->claim->run : std::string();
     if (f->outcome && f->outcome->run == run) {
       // The worker (or an earlier sweep) died between writing the outcome and
       // the move: finish the move, count nothing.
@@ -606,8 +912,25 @@ RecoverReport Queue::Impl::recover() {
     else ++report.requeued;
     logger()->warn("job {}: {}; attempts {}, now {}", id, why, attempts, to_string(to));
   }
-  // Leases and marks whose job left active/ long ago (a run that ended
-  // between its moves).
+  // Leases of processes gone for a long time (a lease still named by an
+  // active job only matters while it is fresh; without it the job file's
+  // time counts, which is older).
+  std::string own;
+  {
+    std::lock_guard lk(lease_m);
+    own = lease_name;
+  }
+  for (auto& n : posix::list_dir(dir / "leases")) {
+    if (!ends_with(n, ".lease") || strip(n, ".lease") == own) continue;
+    auto st = posix::stat_path(dir / "leases" / n);
+    if (st && now - std::chrono::system_clock::time_point(std::chrono::seconds(st->st_mtim.tv_sec)) >
+                  10 * opt.lease_timeout) {
+      posix::unlink_file(dir / "leases" / n);
+      ++report.cleaned;
+    }
+  }
+  // Marks (and leases of an older layout) whose job left active/ long ago
+  // (a run that ended between its moves).
   for (auto& n : names) {
     for (std::string_view suffix : {".lease", ".cancel"}) {
       if (!ends_with(n, suffix)) continue;
@@ -640,7 +963,7 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
     if (!q.opt.create) throw QueueError("queue " + q.dir.string() + ": no such folder");
     make(q.dir);
   }
-  std::vector<fs::path> subs = {q.tmp(), q.dir / "locks"};
+  std::vector<fs::path> subs = {q.tmp(), q.dir / "locks", q.dir / "leases"};
   for (State s : kStates) subs.push_back(q.state_dir(s));
   for (auto& p : subs) {
     if (q.opt.create) make(p);
@@ -684,26 +1007,13 @@ std::string Queue::enqueue(const JobSpec& spec) {
   f.job.enqueued = record::from_ns(t);
   f.job.payload = spec.payload;
   const std::string& id = f.job.id;
-  q.write_durable(q.job_path(State::pending, id), record::encode_job(f), true);
-  // Coalesce: older pending jobs of this slide are superseded. A rename to
-  // cancelled/ races a claim's rename; exactly one of them wins, and when the
-  // claim wins the new job waits for that run.
-  auto mine = record::parse_id(id);
-  for (auto& other : q.job_ids(State::pending)) {
-    if (other == id) continue;
-    auto p = record::parse_id(other);
-    if (!p || p->slide_hash != hash) continue;
-    if (p->time_ns > mine->time_ns || (p->time_ns == mine->time_ns && p->random > mine->random))
-      continue;  // a newer one supersedes ours (its enqueue does it)
-    try {
-      auto old = q.read_job(State::pending, other);
-      if (!old || old->job.app_id != spec.app_id || old->job.slide_key != spec.slide_key) continue;
-    } catch (const QueueError&) {
-      continue;  // corrupt: the claim path moves it aside
-    }
-    if (posix::rename_file(q.job_path(State::pending, other), q.job_path(State::cancelled, other)))
-      logger()->info("job {}: superseded by {}", other, id);
-  }
+  q.write_durable(q.job_path(State::pending, id), record::encode_job(f) + "\n", false);
+  q.sync_pending_after_rename();
+  // Coalesce: the older of this job and the newest pending request of its
+  // slide is superseded. A rename to cancelled/ races a claim's rename;
+  // exactly one of them wins, and when the claim wins the new job waits for
+  // that run.
+  q.coalesce(id, spec.app_id, spec.slide_key);
   logger()->info("job {}: enqueued (app {}, priority {})", id, spec.app_id, f.job.priority);
   return id;
 }
@@ -820,8 +1130,8 @@ bool Queue::requeue(const std::string& job_id) {
     f->job.attempts = 0;
     f->job.finished = {};
     f->outcome.reset();
-    // New content under the terminal name, then one rename into pending/.
-    q.write_durable(q.job_path(s, job_id), record::encode_job(*f), false);
+    // The reset appended under the terminal name, then one rename into pending/.
+    if (!posix::append_file(q.job_path(s, job_id), record::encode_update(*f), q.opt.fsync)) return false;
     if (!posix::rename_file(q.job_path(s, job_id), q.job_path(State::pending, job_id))) return false;
     q.sync(q.state_dir(State::pending));
     logger()->info("job {}: requeued from {}", job_id, to_string(s));
@@ -838,7 +1148,7 @@ std::vector<Job> Queue::list(State state) const {
       auto f = q.read_job(state, id);
       if (!f) continue;
       if (state == State::active) {
-        if (auto l = q.read_lease(id)) f->job.lease = l->lease;
+        if (auto l = q.read_lease(*f)) f->job.lease = l->lease;
         f->job.cancel_requested = posix::path_exists(q.mark_path(id));
       }
       out.push_back(std::move(f->job));
@@ -860,7 +1170,7 @@ std::optional<Job> Queue::find(const std::string& job_id) const {
     auto f = q.read_job(s, job_id);
     if (!f) continue;
     if (s == State::active) {
-      if (auto l = q.read_lease(job_id)) f->job.lease = l->lease;
+      if (auto l = q.read_lease(*f)) f->job.lease = l->lease;
       f->job.cancel_requested = posix::path_exists(q.mark_path(job_id));
     }
     return std::move(f->job);
@@ -910,7 +1220,10 @@ std::size_t Queue::purge(std::chrono::seconds older_than) {
       }
       if (when > cutoff) continue;
       posix::unlink_file(q.state_dir(s) / (id + ".corrupt"));
-      if (posix::unlink_file(q.job_path(s, id))) ++removed;
+      if (posix::unlink_file(q.job_path(s, id))) {
+        ++removed;
+        posix::unlink_file(q.lock_path(id));
+      }
     }
   }
   // Temp files of writers that died, and lock files whose job has left the
@@ -922,11 +1235,14 @@ std::size_t Queue::purge(std::chrono::seconds older_than) {
     if (!ends_with(n, ".lock") || n[0] == '.') continue;
     std::string id = strip(n, ".lock");
     if (mtime(q.dir / "locks" / n) > hour_ago) continue;
-    if (posix::path_exists(q.job_path(State::pending, id)) || posix::path_exists(q.job_path(State::active, id)))
-      continue;
+    auto has_job = [&] {
+      for (State st : kStates)
+        if (posix::path_exists(q.job_path(st, id))) return true;
+      return false;
+    };
+    if (has_job()) continue;
     if (JobLock l = try_lock(q.lock_path(id))) {
-      if (!posix::path_exists(q.job_path(State::pending, id)) && !posix::path_exists(q.job_path(State::active, id)))
-        posix::unlink_file(q.lock_path(id));
+      if (!has_job()) posix::unlink_file(q.lock_path(id));
     }
   }
   if (removed) logger()->info("purged {} finished jobs older than {} s", removed, older_than.count());

@@ -59,6 +59,11 @@ struct Options {
   // fsync job files and folders. Off only to measure the queue's own cost
   // in benchmarks: a power loss may then lose acknowledged jobs.
   bool fsync = true;
+  // Also fsync when a job leaves active/ (complete, fail, release, orphan
+  // recovery). Off by default: enqueue is always durable, and what a power
+  // cut can undo here is a finished job found back in active/, which orphan
+  // recovery then runs again. On costs two fsyncs per finished job.
+  bool sync_finish = false;
 };
 
 // What the server enqueues. (app_id, slide_key) is the coalescing key.

@@ -116,14 +116,86 @@ std::string encode_job(const JobFile& f) {
   if (!j.last_error.empty()) o["last_error"] = j.last_error;
   if (!j.summary.empty()) o["summary"] = j.summary;
   if (f.outcome) o["outcome"] = json::object{{"state", f.outcome->state}, {"run", f.outcome->run}};
+  if (f.claim) o["claim"] = json::object{{"run", f.claim->run}, {"lease", f.claim->lease}};
   o["payload"] = j.payload;
   return json::serialize(o);
 }
 
-JobFile decode_job(std::string_view text, std::string_view id_from_name) {
+namespace {
+
+json::value outcome_json(const std::optional<Outcome>& o) {
+  if (!o) return nullptr;
+  return json::object{{"state", o->state}, {"run", o->run}};
+}
+
+void apply_mutable(const json::object& o, JobFile& f) {
+  Job& j = f.job;
+  if (o.contains("attempts"))
+    j.attempts = static_cast<int>(std::clamp<std::int64_t>(need_int(o, "attempts"), 0, 1000000));
+  if (o.contains("finished_ns")) j.finished = from_ns(need_int(o, "finished_ns"));
+  if (o.contains("last_error")) j.last_error = need_string(o, "last_error");
+  if (auto it = o.find("summary"); it != o.end()) {
+    if (!it->value().is_object()) bad("summary", "expected object");
+    j.summary = it->value().get_object();
+  }
+  if (auto it = o.find("claim"); it != o.end() && it->value().is_object()) {
+    const auto& c = it->value().get_object();
+    f.claim = ClaimRecord{need_string(c, "run"), need_string(c, "lease")};
+  }
+  if (auto it = o.find("outcome"); it != o.end()) {
+    if (it->value().is_object()) {
+      const auto& oc = it->value().get_object();
+      f.outcome = Outcome{need_string(oc, "state"), need_string(oc, "run")};
+    } else if (it->value().is_null()) {
+      f.outcome.reset();
+    }
+  }
+}
+
+}  // namespace
+
+std::string encode_update(const JobFile& f) {
+  const Job& j = f.job;
+  json::object o;
+  o["update"] = 1;
+  o["attempts"] = j.attempts;
+  o["finished_ns"] = to_ns(j.finished);
+  o["last_error"] = j.last_error;
+  o["summary"] = j.summary;
+  o["outcome"] = outcome_json(f.outcome);
+  std::string out = "\n";
+  out += json::serialize(o);
+  out += '\n';
+  return out;
+}
+
+std::string encode_claim(const ClaimRecord& c) {
+  json::object o;
+  o["update"] = 1;
+  o["claim"] = json::object{{"run", c.run}, {"lease", c.lease}};
+  std::string out = "\n";
+  out += json::serialize(o);
+  out += '\n';
+  return out;
+}
+
+std::string encode_note(const std::string& last_error, std::chrono::system_clock::time_point finished) {
+  json::object o;
+  o["update"] = 1;
+  o["finished_ns"] = to_ns(finished);
+  o["last_error"] = last_error;
+  std::string out = "\n";
+  out += json::serialize(o);
+  out += '\n';
+  return out;
+}
+
+JobFile decode_job(std::string_view whole, std::string_view id_from_name) {
   json::parse_options opts;
   opts.max_depth = 64;
   std::error_code ec;
+  auto first_end = whole.find('\n');
+  std::string_view text = whole.substr(0, first_end);
   json::value v = json::parse(text, ec, {}, opts);
   if (ec) throw QueueError("not JSON: " + ec.message());
   if (!v.is_object()) throw QueueError("not a JSON object");
@@ -149,6 +221,27 @@ JobFile decode_job(std::string_view text, std::string_view id_from_name) {
   if (auto it = o.find("outcome"); it != o.end() && it->value().is_object()) {
     const auto& oc = it->value().get_object();
     f.outcome = Outcome{need_string(oc, "state"), need_string(oc, "run")};
+  }
+  if (auto it = o.find("claim"); it != o.end() && it->value().is_object()) {
+    const auto& c = it->value().get_object();
+    f.claim = ClaimRecord{need_string(c, "run"), need_string(c, "lease")};
+  }
+  // The updates, in the order they were appended.
+  std::size_t pos = first_end;
+  while (pos != std::string_view::npos && pos < whole.size()) {
+    std::size_t end = whole.find('\n', pos + 1);
+    std::string_view line = whole.substr(pos + 1, end == std::string_view::npos ? std::string_view::npos
+                                                                                : end - pos - 1);
+    pos = end;
+    if (line.empty() || end == std::string_view::npos) continue;  // blank, or torn (no newline)
+    std::error_code uec;
+    json::value u = json::parse(line, uec, {}, opts);
+    if (uec || !u.is_object() || !u.get_object().contains("update")) continue;
+    try {
+      apply_mutable(u.get_object(), f);
+    } catch (const QueueError&) {
+      // A malformed update is ignored like a torn one.
+    }
   }
   return f;
 }

@@ -33,13 +33,33 @@ struct Outcome {
   std::string run;
 };
 
+// Who claimed the job last: the run (an id per claim) and the file name of
+// the claiming process's lease in leases/. Appended before the claim's rename.
+struct ClaimRecord {
+  std::string run;
+  std::string lease;
+};
+
 struct JobFile {
   Job job;  // state is not stored: the folder says it
   std::optional<Outcome> outcome;
+  std::optional<ClaimRecord> claim;
 };
 
+// A job file is JSON lines: the first line is the whole job as enqueued
+// (encode_job); every later line is an update appended by a state change
+// (encode_update: attempts, finished time, last error, summary, outcome), so
+// a state change appends to the file it moves instead of writing a new one.
 std::string encode_job(const JobFile& f);
-// Throws QueueError("... : <why>") on anything but a well-formed job file.
+// "\n<update>\n": the leading newline ends a line torn by a crash.
+std::string encode_update(const JobFile& f);
+// The update a claim appends.
+std::string encode_claim(const ClaimRecord& c);
+// An update that only records why a job left and when (superseded jobs).
+std::string encode_note(const std::string& last_error, std::chrono::system_clock::time_point finished);
+// The first line with every update applied. Throws QueueError("... : <why>")
+// when the first line is not a well-formed job; an update line that does not
+// parse (torn by a crash before its move) is ignored.
 JobFile decode_job(std::string_view text, std::string_view id_from_name);
 
 struct LeaseFile {

@@ -7,6 +7,7 @@
 // durable completion two more, so fsync bounds jobs/s on a slow disk. The
 // same runs with Options::fsync off show the queue's own cost.
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -73,16 +74,36 @@ queue::JobSpec job(int i) {
   return s;
 }
 
+// User + system CPU of this process and its waited-for children.
+double cpu_seconds() {
+  double total = 0;
+  for (int who : {RUSAGE_SELF, RUSAGE_CHILDREN}) {
+    struct rusage u {};
+    ::getrusage(who, &u);
+    total += u.ru_utime.tv_sec + u.ru_stime.tv_sec + (u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  }
+  return total;
+}
+
+double cpu_us_per_job = 0;  // of the last throughput() run: producer + workers
+
 // Worker processes claim and complete until the producer is done and the
 // queue is empty. Returns jobs/s over the whole run.
-double throughput(const fs::path& dir, int workers, int jobs, bool durable) {
-  fs::remove_all(dir);
+int producers = 4;  // enqueuing threads, as the server's pool enqueues concurrently
+
+double throughput(const fs::path& dir, int workers, int jobs, bool durable, bool sync_finish = false) {
+  // A fresh folder each run; main() removes them all at the end. Removing the
+  // last run's thousands of files here would time the filesystem's cost of
+  // creating files just after mass deletions (ext4 without a journal skips
+  // recently freed inodes), not the queue: purge deletes in batches too.
   queue::Options o;
   o.fsync = durable;
+  o.sync_finish = sync_finish;
   o.lease_interval = 2s;
   o.poll_interval = 200ms;
   { queue::Queue create(dir, o); }
   auto producer_done = dir / "producer.done";
+  double cpu0 = cpu_seconds();
   auto start = Clock::now();
   std::vector<pid_t> kids;
   for (int w = 0; w < workers; ++w) {
@@ -110,11 +131,18 @@ double throughput(const fs::path& dir, int workers, int jobs, bool durable) {
   }
   {
     queue::Queue q(dir, o);
-    for (int i = 0; i < jobs; ++i) q.enqueue(job(i));
+    std::vector<std::thread> threads;
+    std::atomic<int> next{0};
+    for (int p = 0; p < producers; ++p)
+      threads.emplace_back([&] {
+        for (int i; (i = next++) < jobs;) q.enqueue(job(i));
+      });
+    for (auto& t : threads) t.join();
   }
   ::close(::open(producer_done.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
   for (pid_t k : kids) ::waitpid(k, nullptr, 0);
   double secs = ms_since(start) / 1000.0;
+  cpu_us_per_job = (cpu_seconds() - cpu0) * 1e6 / jobs;
   queue::Queue q(dir, o);
   auto s = q.stats();
   if (s.done != static_cast<std::size_t>(jobs)) {
@@ -191,6 +219,7 @@ int main(int argc, char** argv) {
   app.add_option("--dir", where, "a folder on the disk to measure (default $TMPDIR)");
   app.add_option("--jobs", jobs, "jobs per durable throughput run");
   app.add_option("--fast-jobs", fast_jobs, "jobs per run with fsync off");
+  app.add_option("--producers", producers, "enqueuing threads in the producer process")->capture_default_str();
   app.add_option("--samples", samples, "latency samples with inotify");
   app.add_option("--poll-samples", poll_samples, "latency samples with polling (500 ms period)");
   CLI11_PARSE(app, argc, argv);
@@ -207,18 +236,28 @@ int main(int argc, char** argv) {
   }
   double fs_ms = fsync_cost_ms(root / "fsync", 100);
   // enqueue: file + folder; complete: file + folder.
-  double fsync_bound = 1000.0 / (4 * fs_ms);
+  // One thread writing durably one after another: the disk's serial limit.
+  double fsync_bound = 1000.0 / fs_ms;
   std::printf("disk: durable small write (write+fsync+rename+fsync folder) %.2f ms\n", fs_ms);
-  std::printf("fsync-bound limit for one producer+worker pair: %.0f jobs/s (4 fsyncs a job)\n\n",
+  std::printf("one thread writing durably in a loop: %.0f writes/s (the ratios below are to this)\n\n",
               fsync_bound);
 
-  std::printf("throughput: enqueue + claim + complete, 1 producer thread, N worker processes\n");
+  std::printf("throughput: enqueue + claim + complete, 1 producer process with %d threads, N worker processes\n"
+              "  durable: enqueue fsynced (file, folder); finishing not (Options::sync_finish off, the default)\n",
+              producers);
   for (int w : {1, 2, 8}) {
-    double durable = throughput(root / "tp", w, jobs, true);
-    double fast = throughput(root / "tp", w, fast_jobs, false);
-    std::printf("  %d worker%s: durable %7.0f jobs/s (%.2f x fsync bound)   fsync off %7.0f jobs/s%s\n",
-                w, w == 1 ? " " : "s", durable, durable / fsync_bound, fast,
+    double durable = throughput(root / ("tp-durable-" + std::to_string(w)), w, jobs, true);
+    double durable_cpu = cpu_us_per_job;
+    double fast = throughput(root / ("tp-fast-" + std::to_string(w)), w, fast_jobs, false);
+    std::printf("  %d worker%s: durable %7.0f jobs/s (%.2f x serial writes, %4.0f us CPU/job)"
+                "   fsync off %7.0f jobs/s (%4.0f us CPU/job)%s\n",
+                w, w == 1 ? " " : "s", durable, durable / fsync_bound, durable_cpu, fast, cpu_us_per_job,
                 w == 2 ? "   target >= 2000 jobs/s" : "");
+    if (w == 2) {
+      double all = throughput(root / "tp-sync-finish", w, jobs, true, true);
+      std::printf("  2 workers, finishing fsynced too (sync_finish on): %7.0f jobs/s (%4.0f us CPU/job)\n", all,
+                  cpu_us_per_job);
+    }
   }
 
   std::printf("\nenqueue -> a waiting worker starts (ms)\n");

@@ -117,9 +117,29 @@ TEST_CASE("job and lease records survive a round trip", "[queue][record]") {
   f.job.summary = json::object{{"n", 3}};
   f.job.payload = json::object{{"x", json::array{1, 2}}};
   f.outcome = record::Outcome{"done", "r1"};
+  f.claim = record::ClaimRecord{"r1", "host-1-abcd"};
   auto text = record::encode_job(f);
   auto back = record::decode_job(text, f.job.id);
   CHECK(record::encode_job(back) == text);
+
+  // Updates appended to the first line apply in order; a torn or malformed
+  // one (a crash mid-append) is ignored, and so is what it would have said.
+  record::JobFile later = back;
+  later.job.attempts = 3;
+  later.job.last_error = "lost";
+  later.outcome.reset();
+  std::string appended = text + "\n" + record::encode_claim({"r2", "host-2-beef"}) +
+                         record::encode_update(later) + "\n{\"update\":1,\"attempts\":9";
+  auto merged = record::decode_job(appended, f.job.id);
+  CHECK(merged.job.attempts == 3);
+  CHECK(merged.job.last_error == "lost");
+  CHECK_FALSE(merged.outcome);
+  REQUIRE(merged.claim);
+  CHECK(merged.claim->run == "r2");
+  CHECK(merged.job.payload == f.job.payload);
+  auto after_torn = record::decode_job(appended + record::encode_note("superseded by x", record::from_ns(5)), f.job.id);
+  CHECK(after_torn.job.attempts == 3);  // the torn line stays ignored
+  CHECK(after_torn.job.last_error == "superseded by x");
   auto p = record::parse_id(f.job.id);
   REQUIRE(p);
   CHECK(p->priority == 7);
@@ -166,7 +186,7 @@ TEST_CASE("enqueue writes one 0600 file; claims go by priority, then age", "[que
   CHECK(q.stats().done == 3);
 }
 
-TEST_CASE("claim, lease, complete: active then done, the lock file removed", "[queue]") {
+TEST_CASE("claim, lease, complete: active then done, nothing deleted on the way", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());
   auto id = q.enqueue(spec("s1"));
@@ -176,8 +196,14 @@ TEST_CASE("claim, lease, complete: active then done, the lock file removed", "[q
   CHECK(claim->job().id == id);
   CHECK(claim->job().state == State::active);
   CHECK(fs::exists(t / "q" / "active" / (id + ".json")));
-  CHECK(fs::exists(t / "q" / "active" / (id + ".lease")));
   CHECK(fs::exists(t / "q" / "locks" / (id + ".lock")));
+  // The job names the claiming process's lease, one file for all its claims.
+  auto active = [&] {
+    std::ifstream in(t / "q" / "active" / (id + ".json"));
+    return record::decode_job(std::string(std::istreambuf_iterator<char>(in), {}), id);
+  }();
+  REQUIRE(active.claim);
+  CHECK(files(t / "q" / "leases", "") == std::vector<std::string>{active.claim->lease + ".lease"});
   CHECK_FALSE(q.try_claim());  // nothing else pending
 
   auto st = q.stats();
@@ -195,7 +221,41 @@ TEST_CASE("claim, lease, complete: active then done, the lock file removed", "[q
   CHECK(done->summary.at("regions") == 4);
   CHECK(done->finished.time_since_epoch().count() != 0);
   CHECK(files(t / "q" / "active", "").empty());
-  CHECK_FALSE(fs::exists(t / "q" / "locks" / (id + ".lock")));
+  // Nothing deleted on the way: the lock file stays until purge removes the
+  // job, the lease until the process closes the queue.
+  CHECK(fs::exists(t / "q" / "locks" / (id + ".lock")));
+  CHECK(files(t / "q" / "leases", "").size() == 1);
+  claim.reset();
+  { Queue other(t / "q", fast()); }  // a queue that never claimed leaves no lease
+  CHECK(files(t / "q" / "leases", "").size() == 1);
+}
+
+TEST_CASE("a closed queue removes its lease; a long-dead process's lease is swept", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.lease_timeout = 100ms;
+  {
+    Queue q(t / "q", o);
+    q.enqueue(spec("s1"));
+    q.try_claim()->complete();
+    CHECK(files(t / "q" / "leases", "").size() == 1);
+  }
+  CHECK(files(t / "q" / "leases", "").empty());
+  Queue q(t / "q", o);
+  q.enqueue(spec("s2"));
+  REQUIRE(in_child([&] {
+            Queue mine(t / "q", o);
+            auto c = mine.try_claim();
+            if (!c) return 1;
+            c->complete();
+            ::raise(SIGKILL);  // no destructor: the lease stays
+            return 2;
+          }) == 128 + SIGKILL);
+  CHECK(files(t / "q" / "leases", "").size() == 1);
+  CHECK(q.recover_orphans().cleaned == 0);  // not old enough yet
+  std::this_thread::sleep_for(10 * o.lease_timeout + 1100ms);
+  CHECK(q.recover_orphans().cleaned == 1);
+  CHECK(files(t / "q" / "leases", "").empty());
 }
 
 TEST_CASE("fail with retry counts attempts up to max_attempts, then failed/", "[queue]") {
@@ -428,13 +488,15 @@ TEST_CASE("a worker that died between writing the outcome and moving: finished, 
             auto c = mine.try_claim();
             if (!c) return 1;
             // What complete() writes before its rename.
-            auto lease = record::decode_lease(*std::optional<std::string>([&] {
-              std::ifstream in(t / "q" / "active" / (id + ".lease"));
+            auto claimed = record::decode_job([&] {
+              std::ifstream in(t / "q" / "active" / (id + ".json"));
               return std::string(std::istreambuf_iterator<char>(in), {});
-            }()));
+            }(), id);
+            if (!claimed.claim) return 3;
             record::JobFile f;
             f.job = c->job();
-            f.outcome = record::Outcome{"done", lease->run};
+            f.claim = claimed.claim;
+            f.outcome = record::Outcome{"done", claimed.claim->run};
             std::ofstream(t / "q" / "active" / (id + ".json")) << record::encode_job(f);
             ::raise(SIGKILL);
             return 2;
@@ -545,6 +607,14 @@ TEST_CASE("purge removes finished jobs older than the age, keeps the rest", "[qu
   CHECK_FALSE(q.find(a));
   CHECK_FALSE(q.find(b));
   CHECK(q.find(p)->state == State::pending);
+  // The jobs' leases and lock files went with them.
+  for (auto& id : {a, b}) {
+    CHECK_FALSE(fs::exists(t / "q" / "done" / (id + ".lease")));
+    CHECK_FALSE(fs::exists(t / "q" / "failed" / (id + ".lease")));
+    CHECK_FALSE(fs::exists(t / "q" / "locks" / (id + ".lock")));
+  }
+  CHECK(files(t / "q" / "done", "").empty());
+  CHECK(files(t / "q" / "failed", "").empty());
 }
 
 TEST_CASE("no descriptor leaks into a child program (O_CLOEXEC)", "[queue]") {
