@@ -59,9 +59,24 @@ double fsync_cost_ms(const fs::path& dir, int rounds) {
     ::fsync(d);
     ::close(d);
   }
-  double ms = ms_since(t) / rounds;
-  fs::remove_all(dir);
-  return ms;
+  return ms_since(t) / rounds;  // the files stay until the end: see create_cost_us
+}
+
+// Microseconds to create (and close) one new empty file in a fresh folder:
+// a job creates two (its job file and its lock file). On ext4 without a
+// journal this depends on how many inodes of the folder's block group were
+// freed in the last 30 s (each is skipped after a look at its inode), so
+// the bench deletes nothing until it ends, and prints this before and after.
+double create_cost_us(const fs::path& dir, int files) {
+  fs::create_directories(dir);
+  auto t = Clock::now();
+  for (int i = 0; i < files; ++i) {
+    auto p = dir / ("c" + std::to_string(i));
+    int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) std::abort();
+    ::close(fd);
+  }
+  return ms_since(t) * 1000.0 / files;
 }
 
 queue::JobSpec job(int i) {
@@ -89,7 +104,7 @@ double cpu_us_per_job = 0;  // of the last throughput() run: producer + workers
 
 // Worker processes claim and complete until the producer is done and the
 // queue is empty. Returns jobs/s over the whole run.
-int producers = 4;  // enqueuing threads, as the server's pool enqueues concurrently
+int producers = 16;  // enqueuing threads: the server enqueues from its callback pool
 
 double throughput(const fs::path& dir, int workers, int jobs, bool durable, bool sync_finish = false) {
   // A fresh folder each run; main() removes them all at the end. Removing the
@@ -167,7 +182,6 @@ double pct(std::vector<double> v, double p) {
 // Jobs arrive at a random moment of the poll period, not just after the
 // worker started waiting (that would measure the whole period).
 Latency latency(const fs::path& dir, queue::Wakeup mode, int samples) {
-  fs::remove_all(dir);
   queue::Options o;
   o.wakeup = mode;
   { queue::Queue create(dir, o); }
@@ -234,11 +248,13 @@ int main(int argc, char** argv) {
     if (f) std::fclose(f);
     std::printf("cores: %u\n", std::thread::hardware_concurrency());
   }
+  double create_before = create_cost_us(root / "create-before", 2000);
   double fs_ms = fsync_cost_ms(root / "fsync", 100);
   // enqueue: file + folder; complete: file + folder.
   // One thread writing durably one after another: the disk's serial limit.
   double fsync_bound = 1000.0 / fs_ms;
-  std::printf("disk: durable small write (write+fsync+rename+fsync folder) %.2f ms\n", fs_ms);
+  std::printf("disk: durable small write (write+fsync+rename+fsync folder) %.2f ms; creating an empty file %.0f us\n",
+              fs_ms, create_before);
   std::printf("one thread writing durably in a loop: %.0f writes/s (the ratios below are to this)\n\n",
               fsync_bound);
 
@@ -261,13 +277,17 @@ int main(int argc, char** argv) {
   }
 
   std::printf("\nenqueue -> a waiting worker starts (ms)\n");
-  auto ino = latency(root / "lat", queue::Wakeup::inotify, samples);
+  auto ino = latency(root / "lat-inotify", queue::Wakeup::inotify, samples);
   std::printf("  inotify: p50 %.1f  p99 %.1f from the call; p50 %.2f  p99 %.2f after enqueue returned"
               "   target p50 <= 20 ms (%.2f x target)\n",
               ino.p50_call, ino.p99_call, ino.p50_return, ino.p99_return, ino.p50_call / 20.0);
-  auto pol = latency(root / "lat", queue::Wakeup::poll, poll_samples);
+  auto pol = latency(root / "lat-poll", queue::Wakeup::poll, poll_samples);
   std::printf("  polling (500 ms + jitter): p50 %.1f  p99 %.1f from the call; p50 %.1f  p99 %.1f after\n",
               pol.p50_call, pol.p99_call, pol.p50_return, pol.p99_return);
+  double create_after = create_cost_us(root / "create-after", 2000);
+  std::printf("\ncreating an empty file: %.0f us before the runs, %.0f us after (a job creates 2 files;\n"
+              "  on ext4 without a journal, files deleted near this folder in the last 30 s slow every creation)\n",
+              create_before, create_after);
   fs::remove_all(root);
   return 0;
 }
