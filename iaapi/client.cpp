@@ -14,9 +14,11 @@
 #include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -220,6 +222,10 @@ struct CallbackClient::Impl {
   ClientOptions options;
   std::string base;  // callback.url without trailing '/'
   CURL* curl = nullptr;
+  // Every transfer runs through this multi handle (as curl_easy_perform
+  // does through its own): the kept-alive connection lives in it, and a
+  // request can be sent now and its answer taken later (start/finish).
+  CURLM* multi = nullptr;
   std::uint64_t requests = 0;
   std::mt19937_64 rng{jitter_seed()};
 
@@ -238,6 +244,11 @@ struct CallbackClient::Impl {
     bind(std::move(cb));
     curl = curl_easy_init();
     if (!curl) throw std::runtime_error("callback client: curl_easy_init failed");
+    multi = curl_multi_init();
+    if (!multi) {
+      curl_easy_cleanup(curl);
+      throw std::runtime_error("callback client: curl_multi_init failed");
+    }
     if (!options.verify_tls) {
       static std::once_flag warned;
       std::call_once(warned, [] {
@@ -249,10 +260,13 @@ struct CallbackClient::Impl {
     if (options.max_attempts < 1) options.max_attempts = 1;
   }
   ~Impl() {
+    abandon();
     if (curl) curl_easy_cleanup(curl);
+    if (multi) curl_multi_cleanup(multi);
   }
 
   void bind(CallbackInfo cb) {
+    abandon();
     std::string b = cb.url;
     while (!b.empty() && b.back() == '/') b.pop_back();
     if (b.empty()) throw std::invalid_argument("callback client: empty callback url");
@@ -324,9 +338,88 @@ struct CallbackClient::Impl {
     return ex->self->cancelled() ? 1 : 0;
   }
 
+  // A request sent by start() whose answer finish() takes.
+  struct Pending {
+    std::string method, path, body;
+    bool has_body = false, json_answer = true;
+    Exchange ex;
+    char errbuf[CURL_ERROR_SIZE];
+    curl_slist* headers = nullptr;
+  };
+  std::optional<Pending> pending;
+
   // One attempt. Fills ex; returns curl's code.
   CURLcode perform(const char* method, const std::string& path, const std::string* body,
                    bool json_answer, Exchange& ex, char* errbuf) {
+    abandon();
+    curl_slist* headers = setup(method, path, body, json_answer, ex, errbuf);
+    launch();
+    const CURLcode rc = land(ex);
+    curl_slist_free_all(headers);
+    return rc;
+  }
+
+  // Adds the handle to the multi and sends as much as goes without waiting.
+  void launch() {
+    curl_multi_add_handle(multi, curl);
+    int running = 0;
+    curl_multi_perform(multi, &running);
+  }
+
+  // Drives the launched transfer to its end; the handle leaves the multi.
+  CURLcode land(Exchange& ex) {
+    CURLcode rc = CURLE_OK;
+    for (;;) {
+      int running = 0;
+      const CURLMcode mc = curl_multi_perform(multi, &running);
+      bool done = false;
+      int left = 0;
+      while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+        if (m->msg == CURLMSG_DONE && m->easy_handle == curl) {
+          rc = m->data.result;
+          done = true;
+        }
+      }
+      if (done) break;
+      if (mc != CURLM_OK) {
+        rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+        break;
+      }
+      long wait_ms = -1;
+      curl_multi_timeout(multi, &wait_ms);
+      if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
+      if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
+    }
+    curl_multi_remove_handle(multi, curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ex.response.status);
+    return rc;
+  }
+
+  // Sends a request now; finish() takes its answer.
+  void start(const char* method, std::string path, const std::string* body, bool json_answer) {
+    abandon();
+    auto& p = pending.emplace();
+    p.method = method;
+    p.path = std::move(path);
+    p.has_body = body != nullptr;
+    if (body) p.body = *body;
+    p.json_answer = json_answer;
+    p.ex.self = this;
+    p.headers = setup(p.method.c_str(), p.path, p.has_body ? &p.body : nullptr, json_answer, p.ex, p.errbuf);
+    launch();
+  }
+
+  // Drops a started request whose answer nobody wants (its connection closes).
+  void abandon() {
+    if (!pending) return;
+    curl_multi_remove_handle(multi, curl);
+    curl_slist_free_all(pending->headers);
+    pending.reset();
+  }
+
+  // The headers list to free after the transfer.
+  curl_slist* setup(const char* method, const std::string& path, const std::string* body,
+                    bool json_answer, Exchange& ex, char* errbuf) {
     curl_easy_reset(curl);  // keeps the connection cache
     const std::string url = base + path;
     curl_slist* headers = nullptr;
@@ -370,17 +463,16 @@ struct CallbackClient::Impl {
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &ex);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Impl::on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ex);
-    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
-    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ex);
+    if (options.cancelled) {
+      curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
+      curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ex);
+    }
     if (ex.sink) curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 64L * 1024);
 
     errbuf[0] = 0;
     ++requests;
-    const CURLcode rc = curl_easy_perform(curl);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ex.response.status);
-    curl_slist_free_all(headers);
-    return rc;
+    return headers;
   }
 
   void sleep_for(std::chrono::milliseconds d, const std::string& step) {
@@ -396,16 +488,46 @@ struct CallbackClient::Impl {
   Response call(const char* method, const std::string& path, const std::string* body,
                 std::initializer_list<long> ok, bool json_answer = true,
                 StreamSink* sink = nullptr) {
+    return call_impl(method, path, body, ok, json_answer, sink, false);
+  }
+
+  // The answer of the request start() sent, with call()'s retries and errors.
+  Response finish(std::initializer_list<long> ok) {
+    if (!pending) throw std::logic_error("callback client: finish without start");
+    const std::string method = pending->method, path = pending->path;
+    const std::string body = pending->body;
+    return call_impl(method.c_str(), path, pending->has_body ? &body : nullptr, ok, pending->json_answer,
+                     nullptr, true);
+  }
+
+  Response call_impl(const char* method, const std::string& path, const std::string* body,
+                     std::initializer_list<long> ok, bool json_answer, StreamSink* sink,
+                     bool started) {
     const std::string step = std::string(method) + " " + path;
     const bool idempotent = std::string_view(method) != "POST";
     const auto start = Clock::now();
-    char errbuf[CURL_ERROR_SIZE];
+    char own_errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;; ++attempt) {
-      if (cancelled()) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
-      Exchange ex;
-      ex.self = this;
-      ex.sink = sink;
-      CURLcode rc = perform(method, path, body, json_answer, ex, errbuf);
+      const bool landing = started && attempt == 1;
+      if (cancelled()) {
+        if (landing) abandon();
+        throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+      }
+      Exchange own_ex;
+      own_ex.self = this;
+      own_ex.sink = sink;
+      CURLcode rc;
+      char* errbuf = own_errbuf;
+      if (landing) {
+        rc = land(pending->ex);
+        own_ex = std::move(pending->ex);
+        std::memcpy(own_errbuf, pending->errbuf, sizeof own_errbuf);
+        curl_slist_free_all(pending->headers);
+        pending.reset();
+      } else {
+        rc = perform(method, path, body, json_answer, own_ex, errbuf);
+      }
+      Exchange& ex = own_ex;
       if (rc == CURLE_OK && sink && !ex.sink_started && ex.response.status >= 200 &&
           ex.response.status < 300) {
         // An empty 2xx body: no write callback ran.
@@ -550,6 +672,17 @@ Bytes CallbackClient::get_tile(std::string_view slide_id, int level, int col, in
   if (!optical_path.empty()) path += "?opticalPath=" + url_encode(optical_path);
   auto r = impl_->call("GET", path, nullptr, {200}, false);
   return Bytes(r.body.begin(), r.body.end());
+}
+
+void CallbackClient::start_list_results(std::string_view app_id, std::string_view slide_id) {
+  impl_->start("GET", "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id), nullptr,
+               true);
+}
+
+std::vector<StoredResult> CallbackClient::finish_list_results() {
+  const std::string step = impl_->pending ? "GET " + impl_->pending->path : std::string();
+  auto r = impl_->finish({200});
+  return impl_->decode_answer<std::vector<StoredResult>>(step, r);
 }
 
 std::vector<StoredResult> CallbackClient::list_results(std::string_view app_id,

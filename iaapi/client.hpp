@@ -104,6 +104,12 @@ class CallbackClient {
 
   // Results of one app. A stored Result carries id (int) and versionId.
   std::vector<StoredResult> list_results(std::string_view app_id, std::string_view slide_id);
+  // list_results in two halves: start sends the request and returns at once,
+  // so the caller can do other work (a durable enqueue) while DPAT answers;
+  // finish waits for the answer, with list_results' retries and errors. Any
+  // other call (or rebind) in between drops the started request.
+  void start_list_results(std::string_view app_id, std::string_view slide_id);
+  std::vector<StoredResult> finish_list_results();
   StoredResult get_result(std::string_view app_id, std::int64_t id);
   // POST; DPAT answers 201 (200 accepted) with the stored result.
   StoredResult create_result(std::string_view app_id, const Result& result);

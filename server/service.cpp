@@ -533,17 +533,19 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     payload.slide_id = slide;
     payload.received_at = utc_now_iso();
     payload.invocation = inv;
-    auto t_enqueue = Clock::now();
-    if (!enqueue(call, app, payload)) return;
-    auto t_enqueued = Clock::now();
-    // The same client stores the frame after listing: one connection.
+    // The listing of this app's results on the slide goes out before the
+    // job is written and its answer is taken after: DPAT answers while the
+    // queue syncs its files, on this thread, with no hand-off. The same
+    // client then stores the frame: one connection.
     iaapi::CallbackClient& client = thread_client(cb, opts);
-    // Listed here, on this thread: a promise would cost a futex wake-up for
-    // nothing. A failure is reported after the slide info's, as before.
+    client.start_list_results(app_id, slide);
+    auto t_enqueue = Clock::now();
+    if (!enqueue(call, app, payload)) return;  // the started listing is dropped with the next call
+    auto t_enqueued = Clock::now();
     std::vector<iaapi::StoredResult> existing;
     std::exception_ptr list_error;
     try {
-      existing = client.list_results(app_id, slide);
+      existing = client.finish_list_results();
     } catch (...) {
       list_error = std::current_exception();
     }
