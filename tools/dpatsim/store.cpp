@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -50,6 +51,7 @@ Store::Store(std::filesystem::path state_file) : file_(std::move(state_file)) {
         auto& eo = e.as_object();
         Entry entry{json::value_to<std::string>(eo.at("applicationId")), eo.at("result").as_object()};
         auto id = entry.result.at("id").to_number<std::int64_t>();
+        index(id, entry);
         results_[id] = std::move(entry);
       }
       if (auto* q = o.if_contains("qualityControl")) {
@@ -103,6 +105,7 @@ json::object Store::create(const std::string& app_id, json::object result) {
   result["id"] = id;
   result["versionId"] = new_version();
   results_[id] = Entry{app_id, result};
+  index(id, results_[id]);
   mark_dirty();
   return result;
 }
@@ -124,7 +127,10 @@ json::object Store::update(const std::string& app_id, std::int64_t id, json::obj
                               std::string(s->as_string()));
   result["id"] = id;
   result["versionId"] = new_version();
+  const auto* old_slide = current.if_contains("slideId");
+  const bool indexed = old_slide && old_slide->is_string();
   current = result;
+  if (!indexed) index(id, it->second);
   mark_dirty();
   return result;
 }
@@ -136,11 +142,22 @@ std::optional<json::object> Store::get(const std::string& app_id, std::int64_t i
   return it->second.result;
 }
 
+void Store::index(std::int64_t id, const Entry& e) {
+  auto* s = e.result.if_contains("slideId");
+  if (!s || !s->is_string()) return;
+  auto& ids = by_slide_[{e.app_id, std::string(s->as_string())}];
+  ids.insert(std::upper_bound(ids.begin(), ids.end(), id), id);
+}
+
 std::vector<json::object> Store::list(const std::string& app_id, const std::string& slide_id) const {
   std::lock_guard lock(mutex_);
   std::vector<json::object> out;
-  for (const auto& [id, e] : results_) {
-    if (e.app_id != app_id) continue;
+  auto ids = by_slide_.find({app_id, slide_id});
+  if (ids == by_slide_.end()) return out;
+  for (std::int64_t id : ids->second) {
+    // An update keeps the slide (it refuses another one), but may leave
+    // slideId out: such a result is no longer listed on the slide.
+    const auto& e = results_.at(id);
     auto* s = e.result.if_contains("slideId");
     if (s && s->is_string() && s->as_string() == slide_id) out.push_back(e.result);
   }

@@ -68,6 +68,10 @@ class Store {
   std::filesystem::path file_;
   mutable std::mutex mutex_;
   std::map<std::int64_t, Entry> results_;
+  // Ids by (app id, slide id at creation), ascending: a listing looks at the
+  // slide's results only, not at every stored one.
+  std::map<std::pair<std::string, std::string>, std::vector<std::int64_t>> by_slide_;
+  void index(std::int64_t id, const Entry& e);
   std::map<std::string, std::pair<iaapi::QualityControlData, std::string>> qc_;  // + app version
   std::int64_t next_id_ = 1;
   std::mt19937_64 rng_{std::random_device{}()};

@@ -154,6 +154,52 @@ TEST_CASE("create stores the queued frame, writes the job and answers the stored
   CHECK_THAT(serve.process().stderr_text(), Catch::Matchers::Contains("slide=" + slide));
 }
 
+TEST_CASE("a create on a slide seen before asks DPAT for its size no more, and draws the same frame",
+          "[server][integration]") {
+  Sim sim(2);
+  Serve serve(two_app_config());
+  const std::string s0 = sim.slide_ids().at(0), s1 = sim.slide_ids().at(1);
+  auto first = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", s0, sim.url())));
+  REQUIRE(first.status == 200);
+  auto again = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", s0, sim.url())));
+  REQUIRE(again.status == 200);
+  // Another app on the same slide of the same DPAT: its size is known too.
+  auto other = http_post_json(serve.url() + "/apps/other", body(invocation("create", "other", s0, sim.url())));
+  REQUIRE(other.status == 200);
+  auto fresh = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", s1, sim.url())));
+  REQUIRE(fresh.status == 200);
+
+  CHECK(parse(again).at("data").at("result") == parse(first).at("data").at("result"));
+  CHECK(parse(other).at("data").at("result") == parse(first).at("data").at("result"));
+
+  // The simulator logs a call once its answer is written: the last one
+  // (the fresh slide's POST) may land a moment after iaserve answered.
+  json::value log;
+  auto count = [&](const std::string& method, const std::string& suffix) {
+    int n = 0;
+    for (const auto& c : log.as_array()) {
+      std::string path(c.at("path").as_string());
+      if (c.at("method") == method.c_str() && path.size() >= suffix.size() &&
+          path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0)
+        ++n;
+    }
+    return n;
+  };
+  for (int i = 0; i < 250; ++i) {
+    auto calls = http_get(sim.root() + "/_sim/calls");
+    REQUIRE(calls.status == 200);
+    log = parse(calls);
+    if (count("POST", "/applications/tissue/results") >= 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  CHECK(count("GET", "/slides/" + s0 + "/info") == 1);
+  CHECK(count("GET", "/slides/" + s1 + "/info") == 1);
+  CHECK(count("GET", "/applications/tissue/results/slide/" + s0) == 2);
+  CHECK(count("GET", "/applications/other/results/slide/" + s0) == 1);
+  CHECK(count("POST", "/applications/tissue/results") == 2);
+  CHECK(count("PUT", "/applications/tissue/results/" + std::to_string(parse(first).at("id").as_int64())) == 1);
+}
+
 TEST_CASE("create against a failing callback answers 502 and keeps the job", "[server][integration]") {
   Sim sim;
   Serve serve(two_app_config());
