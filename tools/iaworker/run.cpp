@@ -1,7 +1,8 @@
 // iaworker run: watches the queue and runs jobs until SIGTERM/SIGINT.
 // Exit codes: 0 stopped by a signal (running jobs finished or handed back),
 // 1 the queue or the metrics port could not be opened, 2 bad command line or
-// configuration.
+// configuration. With worker.metrics_listen set, the first stdout line is
+// "listening on http://HOST:PORT" (port 0 picks a free one).
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
@@ -153,6 +154,8 @@ int run(const RunOptions& ro) {
           respond(http::Response::json(404, "{\"error\":\"not found\"}"));
       });
       metrics->start();
+      // As every server of the project: the first stdout line says where.
+      std::cout << "listening on " << metrics->base_url() << std::endl;
       log->info("metrics on {}/metrics", metrics->base_url());
     } catch (const std::exception& e) {
       std::cerr << "iaworker run: metrics: " << e.what() << "\n";

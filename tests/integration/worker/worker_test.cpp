@@ -212,7 +212,8 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
   make_slides(s.slides, 20, 1024, 768);
   s.start_sim();
   s.start_server();
-  s.start_worker("w1", {"--jobs", "2"});
+  auto& w1 = s.start_worker("w1", {"--jobs", "2", "--set", "worker.metrics_listen=\"127.0.0.1:0\""});
+  const std::string metrics_url = w1.listening_url();
   s.start_worker("w2", {"--jobs", "2"});
   const auto ids = ids_of(20);
   for (const auto& id : ids) s.create(id);
@@ -253,6 +254,27 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
           fs::exists(e.path() / "metadata.json") && fs::exists(e.path() / "thumbnail.jpg"))
         ++overlays;
   CHECK(overlays == 20);
+
+  // w1's metrics port counts what w1 did: its done jobs are its data folders.
+  long w1_jobs = 0;
+  for (const auto& e : fs::directory_iterator(s.dir / "data-w1"))
+    if (fs::exists(e.path() / "result.json")) ++w1_jobs;
+  auto m = http_get(metrics_url + "/metrics");
+  REQUIRE(m.status == 200);
+  INFO(m.body);
+  auto value_of = [&](const std::string& series) -> double {
+    auto at = m.body.find("\n" + series + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(m.body.substr(at + series.size() + 2));
+  };
+  // (A series appears with its first count: absent means none.)
+  CHECK(std::max(0.0, value_of("iaworker_jobs_total{app=\"" + kApp + "\",outcome=\"done\"}")) ==
+        static_cast<double>(w1_jobs));
+  CHECK(value_of("iaworker_jobs_running") == 0);
+  CHECK((value_of("iaworker_downloaded_bytes_total") > 0) == (w1_jobs > 0));
+  CHECK(std::max(0.0, value_of("iaworker_step_seconds_count{step=\"analysis\"}")) == static_cast<double>(w1_jobs));
+  CHECK(http_get(metrics_url + "/healthz").status == 200);
+  CHECK(http_get(metrics_url + "/nothing").status == 404);
 }
 
 TEST_CASE("with 10 % failing and some hanging callbacks every job still finishes", "[worker][integration]") {
