@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <random>
 #include <set>
@@ -330,9 +331,8 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
 
   // pending/<old_id> -> cancelled/, noting what replaced it. False when it
   // was no longer pending (claimed or cancelled meanwhile).
-  bool supersede(const std::string& old_id, const std::string& by) const {
-    if (!posix::rename_file(job_path(State::pending, old_id), job_path(State::cancelled, old_id)))
-      return false;
+  bool supersede(const std::string& old_id, const std::string& by, State from = State::pending) const {
+    if (!posix::rename_file(job_path(from, old_id), job_path(State::cancelled, old_id))) return false;
     try {
       posix::append_file(job_path(State::cancelled, old_id),
                          record::encode_note("superseded by " + by, std::chrono::system_clock::now()),
@@ -549,11 +549,31 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     posix::unlink_file(lock_path(id));
   }
 
-  std::set<std::string> active_slide_hashes() const {
-    std::set<std::string> out;
-    for (auto& id : job_ids(State::active))
-      if (auto p = record::parse_id(id)) out.insert(p->slide_hash);
+  // Slide hash -> the newest active job of that slide.
+  std::map<std::string, std::string> active_slides() const {
+    std::map<std::string, std::string> out;
+    for (auto& id : job_ids(State::active)) {
+      auto h = hash_of(id);
+      if (h.empty()) continue;
+      auto& newest_id = out[std::string(h)];
+      if (newest_id.empty() || is_newer(id, newest_id)) newest_id = id;
+    }
     return out;
+  }
+
+  // A pending job older than the active job of its slide is outdated (its
+  // request came from a process that had not seen the newer one).
+  void supersede_if_outdated(const std::string& pending_id, const std::string& active_id) {
+    if (!is_newer(active_id, pending_id)) return;
+    try {
+      auto mine = read_job(State::pending, pending_id);
+      auto running = read_job(State::active, active_id);
+      if (mine && running && mine->job.app_id == running->job.app_id &&
+          mine->job.slide_key == running->job.slide_key && supersede(pending_id, active_id))
+        view_forget(pending_id);
+    } catch (const QueueError&) {
+      // corrupt: the claim path moves it aside when its slide is free
+    }
   }
 
   std::uint64_t wake_generation() {
@@ -805,7 +825,17 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   if (auto slide = hash_of(id); !slide.empty()) {
     for (auto& other : job_ids(State::active)) {
       if (other == id || hash_of(other) != slide) continue;
-      posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
+      // A newer request of this slide runs already: this one is outdated.
+      bool outdated = false;
+      if (is_newer(other, id)) {
+        try {
+          auto o = read_job(State::active, other);
+          outdated = o && o->job.app_id == impl->file.job.app_id && o->job.slide_key == impl->file.job.slide_key;
+        } catch (const QueueError&) {
+        }
+      }
+      if (!(outdated && supersede(id, other, State::active)))
+        posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
       return std::nullopt;
     }
   }
@@ -818,7 +848,7 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
 std::optional<Claim> Queue::Impl::try_claim() {
   refresh_view();
   constexpr std::size_t kBatch = 32;
-  std::optional<std::set<std::string>> busy;  // slides running now, listed once
+  std::optional<std::map<std::string, std::string>> busy;  // slides running now, listed once
   std::string after;
   for (bool first = true;; first = false) {
     std::vector<std::string> batch;
@@ -828,11 +858,14 @@ std::optional<Claim> Queue::Impl::try_claim() {
       for (; it != view.end() && batch.size() < kBatch; ++it) batch.push_back(*it);
     }
     if (batch.empty()) return std::nullopt;
-    if (!busy) busy = active_slide_hashes();
+    if (!busy) busy = active_slides();
     for (auto& id : batch) {
       if (!safe_id(id)) continue;
       auto h = hash_of(id);
-      if (!h.empty() && busy->count(std::string(h))) continue;
+      if (auto it = h.empty() ? busy->end() : busy->find(std::string(h)); it != busy->end()) {
+        supersede_if_outdated(id, it->second);
+        continue;
+      }
       if (auto c = claim_one(id)) return c;
     }
     if (batch.size() < kBatch) return std::nullopt;

@@ -343,6 +343,40 @@ TEST_CASE("a new request for a pending slide replaces it; other slides and apps 
   CHECK(q.find(other_app)->state == State::pending);
 }
 
+TEST_CASE("requests of one slide from two enqueuing processes: the newest runs, the older is superseded",
+          "[queue]") {
+  TempDir t;
+  Queue p1(t / "q", fast());
+  Queue p2(t / "q", fast());
+  p2.enqueue(spec("other"));  // p2 has looked at pending/ before p1's request
+  auto a = p1.enqueue(spec("s1"));
+  auto b = p2.enqueue(spec("s1"));  // p2 does not know of a: both wait
+  CHECK(p1.find(a)->state == State::pending);
+  Queue worker(t / "q", fast());
+  std::vector<std::string> ran;
+  while (auto c = worker.try_claim()) {
+    ran.push_back(c->job().id);
+    c->complete();
+  }
+  CHECK(std::count(ran.begin(), ran.end(), b) == 1);
+  CHECK(std::count(ran.begin(), ran.end(), a) == 0);
+  auto old = worker.find(a);
+  CHECK(old->state == State::cancelled);
+  CHECK(old->last_error == "superseded by " + b);
+
+  // The newer one already running (it came first by priority): the older
+  // one is superseded when claimed, not run after it.
+  auto c1 = p1.enqueue(spec("s2"));
+  auto c2 = p2.enqueue(spec("s2", 5));
+  auto running = worker.try_claim();
+  REQUIRE(running);
+  CHECK(running->job().id == c2);
+  CHECK_FALSE(worker.try_claim());
+  CHECK(worker.find(c1)->state == State::cancelled);
+  CHECK(worker.find(c1)->last_error == "superseded by " + c2);
+  running->complete();
+}
+
 TEST_CASE("a request for a slide being worked on waits for that run", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());
