@@ -326,9 +326,7 @@ struct Simulator::Impl {
         const std::string& app = p[1];
         if (p.size() == 3 && m == "POST") return create_result(app, req, r);
         if (p.size() == 5 && p[3] == "slide" && get) {
-          json::array list;
-          for (auto& o : store.list(app, p[4])) list.push_back(std::move(o));
-          return r(json_answer(200, list));
+          return r(Response::json(200, store.list_text(app, p[4])));
         }
         std::int64_t id = 0;
         if (p.size() == 4 && parse_int(p[3], id)) {
@@ -492,15 +490,14 @@ struct Simulator::Impl {
       r(error_answer(400, "field slideId: no slide " + decoded->slide_id, "slideId"));
       return std::nullopt;
     }
-    return parsed.value->as_object();
+    return std::move(parsed.value->as_object());
   }
 
   void create_result(const std::string& app, const Request& req, Responder r) {
     auto body = result_body(req, r);
     if (!body) return;
     body->erase("id");
-    auto stored = store.create(app, std::move(*body));
-    r(json_answer(201, stored));
+    r(Response::json(201, store.create_text(app, std::move(*body))));
   }
 
   void update_result(const std::string& app, std::int64_t id, const Request& req, Responder r) {
@@ -508,8 +505,7 @@ struct Simulator::Impl {
     if (!body) return;
     if (auto* bid = body->if_contains("id"); bid && !(bid->is_int64() && bid->as_int64() == id))
       return r(error_answer(400, "field id: " + json::serialize(*bid) + " does not match the route's " + std::to_string(id), "id"));
-    auto stored = store.update(app, id, std::move(*body));
-    r(json_answer(200, stored));
+    r(Response::json(200, store.update_text(app, id, std::move(*body))));
   }
 
   void quality_control(const SlideEntry& s, const Request& req, Responder r) {

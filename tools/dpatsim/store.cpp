@@ -99,19 +99,38 @@ void Store::mark_dirty() {
   cv_.notify_all();
 }
 
-json::object Store::create(const std::string& app_id, json::object result) {
-  std::lock_guard lock(mutex_);
+const json::object& Store::create_locked(const std::string& app_id, json::object result) {
   std::int64_t id = next_id_++;
   result["id"] = id;
   result["versionId"] = new_version();
-  results_[id] = Entry{app_id, result};
-  index(id, results_[id]);
+  auto& entry = results_[id];
+  entry = Entry{app_id, std::move(result)};
+  index(id, entry);
   mark_dirty();
-  return result;
+  return entry.result;
+}
+
+json::object Store::create(const std::string& app_id, json::object result) {
+  std::lock_guard lock(mutex_);
+  return create_locked(app_id, std::move(result));
+}
+
+std::string Store::create_text(const std::string& app_id, json::object result) {
+  std::lock_guard lock(mutex_);
+  return json::serialize(create_locked(app_id, std::move(result)));
 }
 
 json::object Store::update(const std::string& app_id, std::int64_t id, json::object result) {
   std::lock_guard lock(mutex_);
+  return update_locked(app_id, id, std::move(result));
+}
+
+std::string Store::update_text(const std::string& app_id, std::int64_t id, json::object result) {
+  std::lock_guard lock(mutex_);
+  return json::serialize(update_locked(app_id, id, std::move(result)));
+}
+
+const json::object& Store::update_locked(const std::string& app_id, std::int64_t id, json::object result) {
   auto it = results_.find(id);
   if (it == results_.end() || it->second.app_id != app_id)
     throw StoreError(404, "result " + std::to_string(id) + " of application " + app_id + " not found");
@@ -129,10 +148,10 @@ json::object Store::update(const std::string& app_id, std::int64_t id, json::obj
   result["versionId"] = new_version();
   const auto* old_slide = current.if_contains("slideId");
   const bool indexed = old_slide && old_slide->is_string();
-  current = result;
+  current = std::move(result);
   if (!indexed) index(id, it->second);
   mark_dirty();
-  return result;
+  return current;
 }
 
 std::optional<json::object> Store::get(const std::string& app_id, std::int64_t id) const {
@@ -161,6 +180,22 @@ std::vector<json::object> Store::list(const std::string& app_id, const std::stri
     auto* s = e.result.if_contains("slideId");
     if (s && s->is_string() && s->as_string() == slide_id) out.push_back(e.result);
   }
+  return out;
+}
+
+std::string Store::list_text(const std::string& app_id, const std::string& slide_id) const {
+  std::lock_guard lock(mutex_);
+  std::string out = "[";
+  if (auto ids = by_slide_.find({app_id, slide_id}); ids != by_slide_.end()) {
+    for (std::int64_t id : ids->second) {
+      const auto& e = results_.at(id);
+      auto* s = e.result.if_contains("slideId");
+      if (!(s && s->is_string() && s->as_string() == slide_id)) continue;
+      if (out.size() > 1) out += ',';
+      out += json::serialize(e.result);
+    }
+  }
+  out += ']';
   return out;
 }
 

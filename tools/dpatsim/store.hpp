@@ -38,12 +38,17 @@ class Store {
 
   // POST: a new id (increasing) and versionId. Returns the stored JSON.
   boost::json::object create(const std::string& app_id, boost::json::object result);
+  // The same, answering the stored JSON as text (no copy of the result).
+  std::string create_text(const std::string& app_id, boost::json::object result);
   // PUT: replaces result `id` of `app_id`. A body naming a versionId other
   // than the current one gets StoreError 409; an unknown id 404.
   boost::json::object update(const std::string& app_id, std::int64_t id, boost::json::object result);
+  std::string update_text(const std::string& app_id, std::int64_t id, boost::json::object result);
   std::optional<boost::json::object> get(const std::string& app_id, std::int64_t id) const;
   // This app's results on a slide, oldest first.
   std::vector<boost::json::object> list(const std::string& app_id, const std::string& slide_id) const;
+  // The same as a JSON array text, written from the stored results directly.
+  std::string list_text(const std::string& app_id, const std::string& slide_id) const;
   // Every stored result with its app: [{applicationId, result}], optional slide filter.
   boost::json::array all(const std::string& slide_filter = {}) const;
 
@@ -61,6 +66,9 @@ class Store {
     boost::json::object result;
   };
   std::string new_version();
+  // Stores a new result / replaces one; the stored object. Callers hold mutex_.
+  const boost::json::object& create_locked(const std::string& app_id, boost::json::object result);
+  const boost::json::object& update_locked(const std::string& app_id, std::int64_t id, boost::json::object result);
   void mark_dirty();
   void write_file();
   void flusher();
