@@ -17,6 +17,7 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -232,6 +233,7 @@ struct CallbackClient::Impl {
   // State of the running exchange, read by the curl callbacks.
   struct Exchange {
     Impl* self = nullptr;
+    CURL* handle = nullptr;  // the easy handle carrying it
     Response response;
     StreamSink* sink = nullptr;
     bool sink_started = false;
@@ -249,6 +251,9 @@ struct CallbackClient::Impl {
       curl_easy_cleanup(curl);
       throw std::runtime_error("callback client: curl_multi_init failed");
     }
+    // Keep the connections of a few requests in flight at once (a create
+    // runs two side by side) rather than a number tied to attached handles.
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 4L);
     if (!options.verify_tls) {
       static std::once_flag warned;
       std::call_once(warned, [] {
@@ -261,6 +266,7 @@ struct CallbackClient::Impl {
   }
   ~Impl() {
     abandon();
+    for (CURL* h : spare) curl_easy_cleanup(h);
     if (curl) curl_easy_cleanup(curl);
     if (multi) curl_multi_cleanup(multi);
   }
@@ -299,7 +305,7 @@ struct CallbackClient::Impl {
     auto* ex = static_cast<Exchange*>(user);
     const size_t len = size * n;
     if (ex->sink && !ex->sink_started) {
-      curl_easy_getinfo(ex->self->curl, CURLINFO_RESPONSE_CODE, &ex->response.status);
+      curl_easy_getinfo(ex->handle, CURLINFO_RESPONSE_CODE, &ex->response.status);
       if (ex->response.status >= 200 && ex->response.status < 300) {
         ex->sink_started = true;
         try {
@@ -338,51 +344,80 @@ struct CallbackClient::Impl {
     return ex->self->cancelled() ? 1 : 0;
   }
 
-  // A request sent by start() whose answer finish() takes.
+  // A request sent by start() whose answer finish() takes; each on its own
+  // easy handle, so several can be in flight on the one multi handle.
   struct Pending {
+    int tag = 0;  // which kind of request: one of each at a time
+    CURL* handle = nullptr;
     std::string method, path, body;
     bool has_body = false, json_answer = true;
     Exchange ex;
     char errbuf[CURL_ERROR_SIZE];
     curl_slist* headers = nullptr;
+    bool done = false;
+    CURLcode rc = CURLE_OK;
   };
-  std::optional<Pending> pending;
+  std::list<Pending> pendings;  // stable addresses: curl holds &ex and errbuf
+  std::vector<CURL*> spare;     // easy handles of finished started requests
+  bool main_done = false;       // the transfer of `curl` (a blocking call)
+  CURLcode main_rc = CURLE_OK;
 
-  // One attempt. Fills ex; returns curl's code.
+  // One attempt. Fills ex; returns curl's code. Started requests progress
+  // meanwhile.
   CURLcode perform(const char* method, const std::string& path, const std::string* body,
                    bool json_answer, Exchange& ex, char* errbuf) {
-    abandon();
-    curl_slist* headers = setup(method, path, body, json_answer, ex, errbuf);
-    launch();
-    const CURLcode rc = land(ex);
+    curl_slist* headers = setup(curl, method, path, body, json_answer, ex, errbuf);
+    launch(curl);
+    const CURLcode rc = land(curl, ex);
     curl_slist_free_all(headers);
     return rc;
   }
 
-  // Adds the handle to the multi and sends as much as goes without waiting.
-  void launch() {
-    curl_multi_add_handle(multi, curl);
+  // Adds a handle to the multi and sends as much as goes without waiting.
+  void launch(CURL* h) {
+    if (h == curl) main_done = false;
+    curl_multi_add_handle(multi, h);
     int running = 0;
     curl_multi_perform(multi, &running);
   }
 
-  // Drives the launched transfer to its end; the handle leaves the multi.
-  CURLcode land(Exchange& ex) {
-    CURLcode rc = CURLE_OK;
-    for (;;) {
+  void note_done(CURL* h, CURLcode rc) {
+    curl_multi_remove_handle(multi, h);
+    if (h == curl) {
+      main_done = true;
+      main_rc = rc;
+      return;
+    }
+    for (auto& p : pendings)
+      if (p.handle == h) {
+        p.done = true;
+        p.rc = rc;
+      }
+  }
+
+  bool is_done(CURL* h) const {
+    if (h == curl) return main_done;
+    for (const auto& p : pendings)
+      if (p.handle == h) return p.done;
+    return true;
+  }
+
+  // Drives the multi until the transfer of `h` ends (the others go on
+  // meanwhile and their ends are noted); the handle leaves the multi.
+  CURLcode land(CURL* h, Exchange& ex) {
+    while (!is_done(h)) {
       int running = 0;
       const CURLMcode mc = curl_multi_perform(multi, &running);
-      bool done = false;
       int left = 0;
       while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
-        if (m->msg == CURLMSG_DONE && m->easy_handle == curl) {
-          rc = m->data.result;
-          done = true;
-        }
+        if (m->msg != CURLMSG_DONE) continue;
+        CURL* easy = m->easy_handle;
+        const CURLcode result = m->data.result;
+        note_done(easy, result);  // m is invalid from here on
       }
-      if (done) break;
+      if (is_done(h)) break;
       if (mc != CURLM_OK) {
-        rc = mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT;
+        note_done(h, mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT);
         break;
       }
       long wait_ms = -1;
@@ -390,37 +425,67 @@ struct CallbackClient::Impl {
       if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
       if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
     }
-    curl_multi_remove_handle(multi, curl);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ex.response.status);
+    CURLcode rc = main_rc;
+    if (h != curl)
+      for (const auto& p : pendings)
+        if (p.handle == h) rc = p.rc;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ex.response.status);
     return rc;
   }
 
-  // Sends a request now; finish() takes its answer.
-  void start(const char* method, std::string path, const std::string* body, bool json_answer) {
-    abandon();
-    auto& p = pending.emplace();
+  // Sends a request now; finish(tag) takes its answer. A request of the
+  // same tag still pending is dropped.
+  void start(int tag, const char* method, std::string path, const std::string* body, bool json_answer) {
+    drop(tag);
+    CURL* h = nullptr;
+    if (!spare.empty()) {
+      h = spare.back();
+      spare.pop_back();
+    } else {
+      h = curl_easy_init();
+      if (!h) throw std::runtime_error("callback client: curl_easy_init failed");
+    }
+    auto& p = pendings.emplace_back();
+    p.tag = tag;
+    p.handle = h;
     p.method = method;
     p.path = std::move(path);
     p.has_body = body != nullptr;
     if (body) p.body = *body;
     p.json_answer = json_answer;
     p.ex.self = this;
-    p.headers = setup(p.method.c_str(), p.path, p.has_body ? &p.body : nullptr, json_answer, p.ex, p.errbuf);
-    launch();
+    p.headers = setup(h, p.method.c_str(), p.path, p.has_body ? &p.body : nullptr, json_answer, p.ex, p.errbuf);
+    launch(h);
   }
 
-  // Drops a started request whose answer nobody wants (its connection closes).
+  Pending* find_pending(int tag) {
+    for (auto& p : pendings)
+      if (p.tag == tag) return &p;
+    return nullptr;
+  }
+
+  // Forgets a started request (its connection closes if it is still running).
+  void release(Pending* p) {
+    if (!p->done) curl_multi_remove_handle(multi, p->handle);
+    curl_slist_free_all(p->headers);
+    spare.push_back(p->handle);
+    pendings.remove_if([p](const Pending& q) { return &q == p; });
+  }
+
+  void drop(int tag) {
+    if (auto* p = find_pending(tag)) release(p);
+  }
+
+  // Drops every started request whose answer nobody took.
   void abandon() {
-    if (!pending) return;
-    curl_multi_remove_handle(multi, curl);
-    curl_slist_free_all(pending->headers);
-    pending.reset();
+    while (!pendings.empty()) release(&pendings.front());
   }
 
   // The headers list to free after the transfer.
-  curl_slist* setup(const char* method, const std::string& path, const std::string* body,
+  curl_slist* setup(CURL* h, const char* method, const std::string& path, const std::string* body,
                     bool json_answer, Exchange& ex, char* errbuf) {
-    curl_easy_reset(curl);  // keeps the connection cache
+    ex.handle = h;
+    curl_easy_reset(h);  // the connections stay in the multi's cache
     const std::string url = base + path;
     curl_slist* headers = nullptr;
     const std::string auth = "Authorization: Bearer " + callback.token;
@@ -432,43 +497,43 @@ struct CallbackClient::Impl {
     if (body) headers = curl_slist_append(headers, "Content-Type: application/json");
     const std::string agent = std::string("iaserve/") + kSoftwareVersion;
 
-    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, agent.c_str());
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(h, CURLOPT_USERAGENT, agent.c_str());
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
     if (body) {
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->data());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
-      if (std::string_view(method) != "POST") curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+      curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->data());
+      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
+      if (std::string_view(method) != "POST") curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     } else if (std::string_view(method) == "GET") {
-      curl_easy_setopt(curl, CURLOPT_HTTPGET, 1L);
+      curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
     } else {
-      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
+      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     }
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS,
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(options.connect_timeout.count()));
     const auto total = ex.sink ? options.download_timeout : options.total_timeout;
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
+    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
                      static_cast<long>(options.low_speed_time.count()));
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
-    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
-    if (!options.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, options.ca_file.c_str());
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, &Impl::on_header);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &ex);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, &Impl::on_body);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ex);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+    if (!options.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Impl::on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Impl::on_body);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
     if (options.cancelled) {
-      curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-      curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
-      curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ex);
+      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
+      curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
     }
-    if (ex.sink) curl_easy_setopt(curl, CURLOPT_BUFFERSIZE, 64L * 1024);
+    if (ex.sink) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 64L * 1024);
 
     errbuf[0] = 0;
     ++requests;
@@ -488,21 +553,22 @@ struct CallbackClient::Impl {
   Response call(const char* method, const std::string& path, const std::string* body,
                 std::initializer_list<long> ok, bool json_answer = true,
                 StreamSink* sink = nullptr) {
-    return call_impl(method, path, body, ok, json_answer, sink, false);
+    return call_impl(method, path, body, ok, json_answer, sink, nullptr);
   }
 
-  // The answer of the request start() sent, with call()'s retries and errors.
-  Response finish(std::initializer_list<long> ok) {
-    if (!pending) throw std::logic_error("callback client: finish without start");
-    const std::string method = pending->method, path = pending->path;
-    const std::string body = pending->body;
-    return call_impl(method.c_str(), path, pending->has_body ? &body : nullptr, ok, pending->json_answer,
-                     nullptr, true);
+  // The answer of the request start(tag) sent, with call()'s retries and errors.
+  Response finish(int tag, std::initializer_list<long> ok) {
+    Pending* p = find_pending(tag);
+    if (!p) throw std::logic_error("callback client: finish without start");
+    const std::string method = p->method, path = p->path;
+    const std::string body = p->body;
+    const bool has_body = p->has_body, json_answer = p->json_answer;
+    return call_impl(method.c_str(), path, has_body ? &body : nullptr, ok, json_answer, nullptr, p);
   }
 
   Response call_impl(const char* method, const std::string& path, const std::string* body,
                      std::initializer_list<long> ok, bool json_answer, StreamSink* sink,
-                     bool started) {
+                     Pending* started) {
     const std::string step = std::string(method) + " " + path;
     const bool idempotent = std::string_view(method) != "POST";
     const auto start = Clock::now();
@@ -510,7 +576,7 @@ struct CallbackClient::Impl {
     for (int attempt = 1;; ++attempt) {
       const bool landing = started && attempt == 1;
       if (cancelled()) {
-        if (landing) abandon();
+        if (landing) release(started);
         throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
       }
       Exchange own_ex;
@@ -519,11 +585,10 @@ struct CallbackClient::Impl {
       CURLcode rc;
       char* errbuf = own_errbuf;
       if (landing) {
-        rc = land(pending->ex);
-        own_ex = std::move(pending->ex);
-        std::memcpy(own_errbuf, pending->errbuf, sizeof own_errbuf);
-        curl_slist_free_all(pending->headers);
-        pending.reset();
+        rc = land(started->handle, started->ex);
+        own_ex = std::move(started->ex);
+        std::memcpy(own_errbuf, started->errbuf, sizeof own_errbuf);
+        release(started);
       } else {
         rc = perform(method, path, body, json_answer, own_ex, errbuf);
       }
@@ -674,15 +739,31 @@ Bytes CallbackClient::get_tile(std::string_view slide_id, int level, int col, in
   return Bytes(r.body.begin(), r.body.end());
 }
 
+namespace {
+enum StartedTag { kListTag = 1, kImageInfoTag = 2 };
+}
+
 void CallbackClient::start_list_results(std::string_view app_id, std::string_view slide_id) {
-  impl_->start("GET", "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id), nullptr,
-               true);
+  impl_->start(kListTag, "GET", "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id),
+               nullptr, true);
 }
 
 std::vector<StoredResult> CallbackClient::finish_list_results() {
-  const std::string step = impl_->pending ? "GET " + impl_->pending->path : std::string();
-  auto r = impl_->finish({200});
+  auto* p = impl_->find_pending(kListTag);
+  const std::string step = p ? "GET " + p->path : std::string();
+  auto r = impl_->finish(kListTag, {200});
   return impl_->decode_answer<std::vector<StoredResult>>(step, r);
+}
+
+void CallbackClient::start_image_info(std::string_view slide_id) {
+  impl_->start(kImageInfoTag, "GET", "/slides/" + url_encode(slide_id) + "/info", nullptr, true);
+}
+
+ImageInfo CallbackClient::finish_image_info() {
+  auto* p = impl_->find_pending(kImageInfoTag);
+  const std::string step = p ? "GET " + p->path : std::string();
+  auto r = impl_->finish(kImageInfoTag, {200});
+  return impl_->decode_answer<ImageInfo>(step, r);
 }
 
 std::vector<StoredResult> CallbackClient::list_results(std::string_view app_id,

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <future>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -148,8 +147,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   std::shared_ptr<spdlog::logger> log = log::get("server");
   Metrics metrics;
   iaapi::ClientOptions client_opts;
-  ThreadPool pool;     // enqueue + callbacks of one request
-  ThreadPool helpers;  // the callbacks one request runs side by side
+  ThreadPool pool;  // enqueue + callbacks of one request
   SlideSizes slide_sizes;
 
   std::mutex queue_mutex;
@@ -160,8 +158,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   explicit Impl(Config c)
       : config(std::move(c)),
         client_opts(client_options(config)),
-        pool(config.server.callback_pool_threads, config.server.max_pending_callbacks),
-        helpers(config.server.callback_pool_threads * 2, config.server.max_pending_callbacks * 2) {
+        pool(config.server.callback_pool_threads, config.server.max_pending_callbacks) {
     open_queue();
   }
 
@@ -495,37 +492,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     call->answer(json_answer(502, o));
   }
 
-  template <class T, class Fn>
-  std::future<T> side_by_side(Fn fn, std::function<void()>& inline_run) {
-    auto promise = std::make_shared<std::promise<T>>();
-    auto future = promise->get_future();
-    auto task = [promise, fn = std::move(fn)]() mutable {
-      try {
-        promise->set_value(fn());
-      } catch (...) {
-        promise->set_exception(std::current_exception());
-      }
-    };
-    if (!helpers.post(task)) inline_run = task;  // helpers full: run it here, after
-    return future;
-  }
-
   void create(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
     const iaapi::CallbackInfo cb = inv.callback;
     const std::string slide = inv.slide_id;
     const std::string app_id = app.application_id;
     auto opts = client_opts;
-    // The slide size does not depend on the queue nor on this app's results
-    // on the slide: when it is not known yet, ask for it on a helper thread
-    // meanwhile. One hand-off, not two: a thread switch costs more than it
-    // saves when DPAT is fast.
     const std::string size_key = cb.url + '\n' + slide;
     std::optional<SlideSizes::Size> size = slide_sizes.find(size_key);
-    std::function<void()> run_info;
-    std::future<iaapi::ImageInfo> info_f;
-    if (!size)
-      info_f = side_by_side<iaapi::ImageInfo>(
-          [cb, slide, opts] { return thread_client(cb, opts).get_image_info(slide); }, run_info);
 
     JobPayload payload;
     payload.kind = JobKind::create;
@@ -533,14 +506,16 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     payload.slide_id = slide;
     payload.received_at = utc_now_iso();
     payload.invocation = inv;
-    // The listing of this app's results on the slide goes out before the
-    // job is written and its answer is taken after: DPAT answers while the
-    // queue syncs its files, on this thread, with no hand-off. The same
-    // client then stores the frame: one connection.
+    // The slide size (when not known yet) and this app's results on the
+    // slide depend neither on each other nor on the queue: both requests go
+    // out before the job is written and their answers are taken after, so
+    // DPAT answers while the queue syncs its files. All on this thread, with
+    // no hand-off; the client then stores the frame on a kept connection.
     iaapi::CallbackClient& client = thread_client(cb, opts);
+    if (!size) client.start_image_info(slide);
     client.start_list_results(app_id, slide);
     auto t_enqueue = Clock::now();
-    if (!enqueue(call, app, payload)) return;  // the started listing is dropped with the next call
+    if (!enqueue(call, app, payload)) return;  // the started requests are dropped with the next call
     auto t_enqueued = Clock::now();
     std::vector<iaapi::StoredResult> existing;
     std::exception_ptr list_error;
@@ -549,12 +524,11 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     } catch (...) {
       list_error = std::current_exception();
     }
-    if (run_info) run_info();
 
     const std::string enc = iaapi::url_encode(slide);
     if (!size) {
       try {
-        auto info = info_f.get();
+        auto info = client.finish_image_info();
         size = SlideSizes::Size{info.image_size.width, info.image_size.height};
       } catch (const iaapi::CallbackError& e) {
         callback_failed(call, e, step_text("GET", "/slides/" + enc + "/info"));
@@ -701,7 +675,6 @@ Service::~Service() { stop(); }
 
 void Service::stop() {
   impl_->pool.stop();
-  impl_->helpers.stop();
 }
 
 const Config& Service::config() const { return impl_->config; }
