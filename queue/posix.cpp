@@ -76,14 +76,20 @@ void fsync_dir(const fs::path& dir) {
 }
 
 bool append_file(const fs::path& path, std::string_view content, bool sync_file) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  // Not O_APPEND: libsmbclient (smbnetfs) fails such an open, and the mount
+  // then fails every request for seconds. Appenders hold the job's lock, and
+  // a record's framing ("\n...\n") makes a lost race an ignored line.
+  Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) {
     if (errno == ENOENT) return false;
     fail(path, "open for append", errno);
   }
+  struct ::stat st {};
+  if (::fstat(fd.get(), &st) != 0) fail(path, "fstat", errno);
   std::size_t done = 0;
   while (done < content.size()) {
-    ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    ssize_t n = ::pwrite(fd.get(), content.data() + done, content.size() - done,
+                         static_cast<off_t>(st.st_size) + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       fail(path, "append", errno);
@@ -182,9 +188,17 @@ bool rename_file(const fs::path& from, const fs::path& to) {
 }
 
 bool unlink_file(const fs::path& path) {
-  if (::unlink(path.c_str()) == 0) return true;
-  if (errno == ENOENT) return false;
-  fail(path, "remove", errno);
+  for (int attempt = 0;; ++attempt) {
+    if (::unlink(path.c_str()) == 0) return true;
+    if (errno == ENOENT) return false;
+    // SMB refuses to delete a file that is open; a FUSE client closes its
+    // handle a moment after close() returns.
+    if ((errno == EBUSY || errno == EACCES) && attempt < 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5 + attempt * 5));
+      continue;
+    }
+    fail(path, "remove", errno);
+  }
 }
 
 bool path_exists(const fs::path& path) {

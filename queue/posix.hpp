@@ -47,7 +47,8 @@ std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes
 void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::string_view content,
                        bool sync_dir, bool sync_file = true);
 void fsync_dir(const fs::path& dir);
-// Appends content to an existing file (O_APPEND), fsynced when sync_file.
+// Appends content to an existing file (a write at its end), fsynced when
+// sync_file.
 // False when the file is absent; throws naming the file on anything else.
 bool append_file(const fs::path& path, std::string_view content, bool sync_file);
 // pwrite(2) of all of content at offset 0 (a record rewritten in place).
@@ -58,7 +59,8 @@ std::vector<std::string> list_dir(const fs::path& dir);
 // Retries a few times on EACCES/EBUSY (an SMB share refuses a rename while
 // another client has the file open for a moment).
 bool rename_file(const fs::path& from, const fs::path& to);
-// unlink(2); false when absent.
+// unlink(2); false when absent. Retries a few times on EBUSY/EACCES (SMB
+// refuses to delete a file another handle has open).
 bool unlink_file(const fs::path& path);
 bool path_exists(const fs::path& path);
 std::optional<struct ::stat> stat_path(const fs::path& path);

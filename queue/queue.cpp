@@ -45,6 +45,11 @@ std::shared_ptr<spdlog::logger> logger() {
   return l;
 }
 
+std::chrono::system_clock::time_point mtime_of(const struct ::stat& st) {
+  return std::chrono::system_clock::time_point(std::chrono::duration_cast<std::chrono::system_clock::duration>(
+      std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+}
+
 bool ends_with(std::string_view s, std::string_view suffix) {
   return s.size() >= suffix.size() && s.substr(s.size() - suffix.size()) == suffix;
 }
@@ -381,6 +386,10 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   fs::path state_dir(State s) const { return dir / std::string(to_string(s)); }
   fs::path job_path(State s, const std::string& id) const { return state_dir(s) / (id + ".json"); }
   fs::path lock_path(const std::string& id) const { return dir / "locks" / (id + ".lock"); }
+  // The claim marker of one generation of a job (see take_marker).
+  fs::path marker_path(const std::string& id, int generation) const {
+    return dir / "claims" / (id + "." + std::to_string(generation));
+  }
   fs::path lease_path(const std::string& name) const { return dir / "leases" / (name + ".lease"); }
   fs::path mark_path(const std::string& id) const { return dir / "active" / (id + ".cancel"); }
   fs::path tmp() const { return dir / "tmp"; }
@@ -547,6 +556,32 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     sync(state_dir(State::failed));
     if (from == State::active) posix::unlink_file(mark_path(id));
     posix::unlink_file(lock_path(id));
+  }
+
+  // Claims of one generation of a job (the times it has left active/) are
+  // told apart by making its marker folder: mkdir is atomic on every
+  // filesystem and on SMB (O_EXCL is not: a FUSE SMB client may create with
+  // O_TRUNC, and each mount checks existence in its own cache). The
+  // job's flock is not shared between hosts everywhere (FUSE SMB clients,
+  // Linux up to 5.4), and an SMB client's rename is an open by name, then a
+  // rename of what it opened, which on a name collision deletes the target
+  // and renames again: two hosts renaming one job at once could delete it.
+  // Called with the job's lock held and the job read from pending/.
+  bool take_marker(const std::string& id, int generation) {
+    auto path = marker_path(id, generation);
+    if (::mkdir(path.c_str(), 0700) == 0) return true;
+    if (errno != EEXIST) posix::fail(path, "make claim marker", errno);
+    // Taken: by a claim on another host (it renames within milliseconds), or
+    // by one that died before its rename. Past lease_timeout the job starts
+    // a new generation, which the next claim takes.
+    auto st = posix::stat_path(path);
+    if (!st) return false;
+    auto age = std::chrono::system_clock::now() - mtime_of(*st);
+    if (age < opt.lease_timeout) return false;
+    posix::append_file(job_path(State::pending, id), record::encode_bump(), false);
+    logger()->warn("job {}: a claim of it died before it started ({} ms ago); claimable again", id,
+                   std::chrono::duration_cast<std::chrono::milliseconds>(age).count());
+    return false;
   }
 
   // Slide hash -> the newest active job of that slide.
@@ -791,12 +826,10 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   if (auto newer = newer_in_view(id)) {
     if (same_slide(Newest{*newer, {}, {}}, f->job.app_id, f->job.slide_key)) {
       view_forget(id);
-      if (supersede(id, *newer)) {
-        posix::unlink_file(lock_path(id));
-        return std::nullopt;
-      }
+      if (supersede(id, *newer)) return std::nullopt;
     }
   }
+  if (!take_marker(id, f->generation)) return std::nullopt;
   auto impl = std::make_unique<Claim::Impl>();
   impl->q = shared_from_this();
   impl->run = posix::random_hex(8);
@@ -834,8 +867,11 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
         } catch (const QueueError&) {
         }
       }
-      if (!(outdated && supersede(id, other, State::active)))
+      if (!(outdated && supersede(id, other, State::active))) {
+        // Back to pending as a new generation: this one's lock file is taken.
+        posix::append_file(job_path(State::active, id), record::encode_bump(), false);
         posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
+      }
       return std::nullopt;
     }
   }
@@ -905,8 +941,9 @@ RecoverReport Queue::Impl::recover() {
     // lease file's own time, else the job file's last change (the claim
     // record is appended just before the claim).
     auto file_time = [](const struct ::stat& s) {
-      return std::chrono::system_clock::time_point(
-          std::chrono::seconds(std::max(s.st_mtim.tv_sec, s.st_ctim.tv_sec)));
+      struct ::stat c = s;
+      c.st_mtim = s.st_ctim;
+      return std::max(mtime_of(s), mtime_of(c));
     };
     std::chrono::system_clock::time_point lease_time = file_time(*st);
     if (lease) {
@@ -996,7 +1033,7 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
     if (!q.opt.create) throw QueueError("queue " + q.dir.string() + ": no such folder");
     make(q.dir);
   }
-  std::vector<fs::path> subs = {q.tmp(), q.dir / "locks", q.dir / "leases"};
+  std::vector<fs::path> subs = {q.tmp(), q.dir / "locks", q.dir / "leases", q.dir / "claims"};
   for (State s : kStates) subs.push_back(q.state_dir(s));
   for (auto& p : subs) {
     if (q.opt.create) make(p);
@@ -1047,7 +1084,7 @@ std::string Queue::enqueue(const JobSpec& spec) {
   // exactly one of them wins, and when the claim wins the new job waits for
   // that run.
   q.coalesce(id, spec.app_id, spec.slide_key);
-  logger()->info("job {}: enqueued (app {}, priority {})", id, spec.app_id, f.job.priority);
+  logger()->debug("job {}: enqueued (app {}, priority {})", id, spec.app_id, f.job.priority);
   return id;
 }
 
@@ -1253,8 +1290,14 @@ std::size_t Queue::purge(std::chrono::seconds older_than) {
       }
       if (when > cutoff) continue;
       posix::unlink_file(q.state_dir(s) / (id + ".corrupt"));
+      int generation = 0;
+      try {
+        if (auto f = q.read_job(s, id)) generation = f->generation;
+      } catch (const QueueError&) {
+      }
       if (posix::unlink_file(q.job_path(s, id))) {
         ++removed;
+        for (int g = 0; g <= generation; ++g) ::rmdir(q.marker_path(id, g).c_str());
         posix::unlink_file(q.lock_path(id));
       }
     }
@@ -1267,15 +1310,16 @@ std::size_t Queue::purge(std::chrono::seconds older_than) {
   for (auto& n : posix::list_dir(q.dir / "locks")) {
     if (!ends_with(n, ".lock") || n[0] == '.') continue;
     std::string id = strip(n, ".lock");
-    if (mtime(q.dir / "locks" / n) > hour_ago) continue;
+    auto path = q.dir / "locks" / n;
+    if (mtime(path) > hour_ago) continue;
     auto has_job = [&] {
       for (State st : kStates)
         if (posix::path_exists(q.job_path(st, id))) return true;
       return false;
     };
     if (has_job()) continue;
-    if (JobLock l = try_lock(q.lock_path(id))) {
-      if (!has_job()) posix::unlink_file(q.lock_path(id));
+    if (JobLock l = try_lock(path)) {
+      if (!has_job()) posix::unlink_file(path);
     }
   }
   if (removed) logger()->info("purged {} finished jobs older than {} s", removed, older_than.count());
@@ -1305,12 +1349,23 @@ SelfTest Queue::selftest(const fs::path& dir) {
   t.local = k.local;
   fs::path p = dir / (".selftest-" + posix::hostname() + "-" + std::to_string(::getpid()) + "-" +
                       posix::random_hex(4) + ".lock");
-  Fd a(::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!a) posix::fail(p, "create self-test lock file", errno);
+  // Removed after both descriptors are closed (declared first, destroyed
+  // last): SMB refuses to delete a file that is open.
   struct Cleanup {
     const fs::path& path;
-    ~Cleanup() { ::unlink(path.c_str()); }
+    bool made = false;
+    ~Cleanup() {
+      // A FUSE client closes its handle after close() returns: SMB refuses
+      // the delete (EBUSY) for a moment.
+      for (int round = 0; made && round < 40; ++round) {
+        if (::unlink(path.c_str()) == 0 || errno != EBUSY) break;
+        std::this_thread::sleep_for(5ms);
+      }
+    }
   } cleanup{p};
+  Fd a(::open(p.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!a) posix::fail(p, "create self-test lock file", errno);
+  cleanup.made = true;
   t.writable = true;
   Fd b(::open(p.c_str(), O_RDWR | O_CLOEXEC));
   if (!b) posix::fail(p, "open self-test lock file", errno);

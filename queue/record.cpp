@@ -117,6 +117,7 @@ std::string encode_job(const JobFile& f) {
   if (!j.summary.empty()) o["summary"] = j.summary;
   if (f.outcome) o["outcome"] = json::object{{"state", f.outcome->state}, {"run", f.outcome->run}};
   if (f.claim) o["claim"] = json::object{{"run", f.claim->run}, {"lease", f.claim->lease}};
+  if (f.generation > 0) o["generation"] = f.generation;
   o["payload"] = j.payload;
   return json::serialize(o);
 }
@@ -143,6 +144,7 @@ void apply_mutable(const json::object& o, JobFile& f) {
     f.claim = ClaimRecord{need_string(c, "run"), need_string(c, "lease")};
   }
   if (auto it = o.find("outcome"); it != o.end()) {
+    ++f.generation;
     if (it->value().is_object()) {
       const auto& oc = it->value().get_object();
       f.outcome = Outcome{need_string(oc, "state"), need_string(oc, "run")};
@@ -178,6 +180,8 @@ std::string encode_claim(const ClaimRecord& c) {
   out += '\n';
   return out;
 }
+
+std::string encode_bump() { return "\n{\"update\":1,\"outcome\":null}\n"; }
 
 std::string encode_note(const std::string& last_error, std::chrono::system_clock::time_point finished) {
   json::object o;
@@ -226,6 +230,7 @@ JobFile decode_job(std::string_view whole, std::string_view id_from_name) {
     const auto& c = it->value().get_object();
     f.claim = ClaimRecord{need_string(c, "run"), need_string(c, "lease")};
   }
+  f.generation = static_cast<int>(std::clamp<std::int64_t>(opt_int(o, "generation"), 0, 1000000));
   // The updates, in the order they were appended.
   std::size_t pos = first_end;
   while (pos != std::string_view::npos && pos < whole.size()) {

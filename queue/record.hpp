@@ -44,6 +44,10 @@ struct JobFile {
   Job job;  // state is not stored: the folder says it
   std::optional<Outcome> outcome;
   std::optional<ClaimRecord> claim;
+  // How many times the job has left active/ (updates with an "outcome" key,
+  // set or cleared). Claims on a share take the marker claims/<id>.<generation>
+  // with an exclusive create, so two hosts never rename one job at once.
+  int generation = 0;
 };
 
 // A job file is JSON lines: the first line is the whole job as enqueued
@@ -55,6 +59,9 @@ std::string encode_job(const JobFile& f);
 std::string encode_update(const JobFile& f);
 // The update a claim appends.
 std::string encode_claim(const ClaimRecord& c);
+// An update that only starts a new generation (a claim that died before its
+// rename left that generation's marker behind).
+std::string encode_bump();
 // An update that only records why a job left and when (superseded jobs).
 std::string encode_note(const std::string& last_error, std::chrono::system_clock::time_point finished);
 // The first line with every update applied. Throws QueueError("... : <why>")

@@ -303,6 +303,42 @@ TEST_CASE("fail with retry counts attempts up to max_attempts, then failed/", "[
   CHECK_FALSE(q.requeue("../../etc/passwd"));
 }
 
+TEST_CASE("each claim generation of a job is taken by making its marker folder", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  auto marker = [&](int g) { return t / "q" / "claims" / (id + "." + std::to_string(g)); };
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    CHECK(fs::exists(marker(0)));
+    c->fail("timeout", true);  // back to pending: the next claim is generation 1
+  }
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    CHECK(fs::exists(marker(1)));
+    c->release();
+  }
+  // Generation 2 taken by a claim elsewhere, or one that died before its
+  // rename: the job waits until the marker is older than lease_timeout.
+  fs::create_directory(marker(2));
+  CHECK_FALSE(q.try_claim());
+  CHECK(q.find(id)->state == State::pending);
+  std::this_thread::sleep_for(o.lease_timeout + 100ms);
+  CHECK_FALSE(q.try_claim());  // this pass starts generation 3
+  auto c = q.try_claim();
+  REQUIRE(c);
+  CHECK(c->job().id == id);
+  CHECK(fs::exists(marker(3)));
+  CHECK(c->job().attempts == 1);  // the dead claim is not an attempt
+  c->complete();
+  CHECK(q.purge(0s) == 1);
+  for (int g = 0; g < 4; ++g) CHECK_FALSE(fs::exists(marker(g)));
+  CHECK_FALSE(fs::exists(t / "q" / "locks" / (id + ".lock")));
+}
+
 TEST_CASE("release and a dropped claim return the job without counting", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());

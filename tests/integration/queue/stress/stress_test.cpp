@@ -116,6 +116,9 @@ TEST_CASE("workers killed -9 at random points: every job ends done or failed wit
   }
   for (auto& w : workers) w.reset();
   INFO("external kills " << external_kills << ", self kills " << self_kills << ", restarts " << restarts);
+  std::string caught;
+  for (auto& d : doubled) caught += "a worker caught a double run:\n" + d.substr(0, 3000) + "\n";
+  INFO(caught);
   REQUIRE(doubled.empty());
   auto s = q.stats();
   REQUIRE(s.pending == 0);
