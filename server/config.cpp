@@ -336,7 +336,7 @@ Config from_table(const toml::table& root) {
 
   if (auto t = table_at(root, "queue", "")) {
     const std::string p = "queue";
-    check_keys(*t, p, {"dir", "wakeup", "lease_timeout", "max_attempts", "lease_only"});
+    check_keys(*t, p, {"dir", "wakeup", "lease_timeout", "max_attempts", "lease_only", "sync_finish"});
     read_path(*t, "dir", p, c.queue.dir);
     std::string w = std::string(to_string(c.queue.wakeup));
     read_string(*t, "wakeup", p, w);
@@ -347,6 +347,7 @@ Config from_table(const toml::table& root) {
     read_duration(*t, "lease_timeout", p, c.queue.lease_timeout, 1s);
     read_uint(*t, "max_attempts", p, c.queue.max_attempts, 1, 1000);
     read_bool(*t, "lease_only", p, c.queue.lease_only);
+    read_bool(*t, "sync_finish", p, c.queue.sync_finish);
   }
   if (c.queue.dir.empty()) throw ConfigError("queue.dir", "must not be empty");
 
@@ -661,7 +662,8 @@ std::string describe(const Config& c) {
                                    {"wakeup", std::string(to_string(c.queue.wakeup))},
                                    {"lease_timeout", format_duration(c.queue.lease_timeout)},
                                    {"max_attempts", static_cast<std::int64_t>(c.queue.max_attempts)},
-                                   {"lease_only", c.queue.lease_only}});
+                                   {"lease_only", c.queue.lease_only},
+                                   {"sync_finish", c.queue.sync_finish}});
   root.insert("data", toml::table{{"dir", c.data.dir.string()}, {"retention", format_duration(c.data.retention)}});
   root.insert("callback", toml::table{{"connect_timeout", format_duration(c.callback.connect_timeout)},
                                       {"total_timeout", format_duration(c.callback.total_timeout)},

@@ -61,6 +61,7 @@ struct QueueConfig {
   Duration lease_timeout{std::chrono::seconds(60)};
   unsigned max_attempts = 3;
   bool lease_only = false;  // run without flock (a nolock share): the admin's decision
+  bool sync_finish = false;  // fsync when a job leaves active/ too (queue::Options::sync_finish)
 };
 
 struct DataConfig {

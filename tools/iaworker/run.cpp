@@ -59,6 +59,7 @@ worker::WorkerOptions worker_options(const server::Config& c) {
   o.queue.wakeup = wakeup_of(c.queue.wakeup);
   o.queue.poll_interval = c.worker.poll_interval;
   o.queue.lease_only = c.queue.lease_only;
+  o.queue.sync_finish = c.queue.sync_finish;
   // Orphans (a worker killed on some host) are looked for twice per lease timeout.
   o.queue.recover_interval = std::max(std::chrono::milliseconds(1000), c.queue.lease_timeout / 2);
   o.jobs = c.worker.jobs;

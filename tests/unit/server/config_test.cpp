@@ -109,6 +109,7 @@ TEST_CASE("errors name the key and the value", "[config]") {
       {"[server]\ntrusted_proxy = [1]\n" + kApp, "server.trusted_proxy[0]: expected string, got integer 1"},
       {"[queue]\nwakeup = \"sometimes\"\n" + kApp, "queue.wakeup: must be auto, inotify or poll, got \"sometimes\""},
       {"[queue]\nlease_only = \"yes\"\n" + kApp, "queue.lease_only: expected boolean, got string \"yes\""},
+      {"[queue]\nsync_finish = 1\n" + kApp, "queue.sync_finish: expected boolean, got integer 1"},
       {"[log]\nlevel = \"loud\"\n" + kApp,
        "log.level: must be trace, debug, info, warn, error, critical or off, got \"loud\""},
       {"[worker]\nmetrics_listen = \"x\"\n" + kApp,
