@@ -251,13 +251,14 @@ TEST_CASE("a client that stops reading its answer is cut off at write_timeout", 
     respond(http::Response::text(200, "application/octet-stream", big));
   });
   s.start();
+  // 64 MiB is more than both sides' socket buffers hold (Linux allows 32 MiB
+  // to receive, 4 MiB to send): the write stalls while nothing is read.
   Raw raw(s.port());
-  {
-    int small = 4096;
-    ::setsockopt(raw.fd(), SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-  }
   REQUIRE(raw.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
-  // Read nothing until the server has given up on this connection.
+  // The server has the connection (it may not have accepted it yet) ...
+  for (int i = 0; i < 500 && s.open_connections() == 0; ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(s.open_connections() == 1);
+  // ... and, reading nothing, gives up on it.
   for (int i = 0; i < 500 && s.open_connections() > 0; ++i) std::this_thread::sleep_for(20ms);
   CHECK(s.open_connections() == 0);
   auto got = raw.read_all();
