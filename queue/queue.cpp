@@ -840,15 +840,11 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   // names its lease.
   if (!posix::append_file(job_path(State::pending, id), record::encode_claim(mine), false) ||
       !posix::rename_file(job_path(State::pending, id), job_path(State::active, id))) {
-    // Lost the race (a cancel, or another host where flock is not shared).
+    // Gone meanwhile: cancelled (the marker keeps other claims out).
     view_forget(id);
     return std::nullopt;
   }
   view_forget(id);
-  // Where flock may not be shared between hosts, a loser's record may have
-  // landed after ours: ours goes last again.
-  if (opt.lease_only || !fskind.local)
-    posix::append_file(job_path(State::active, id), record::encode_claim(mine), false);
   f->claim = mine;
   f->job.state = State::active;
   impl->file = std::move(*f);
@@ -868,7 +864,7 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
         }
       }
       if (!(outdated && supersede(id, other, State::active))) {
-        // Back to pending as a new generation: this one's lock file is taken.
+        // Back to pending as a new generation: this one's marker is taken.
         posix::append_file(job_path(State::active, id), record::encode_bump(), false);
         posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
       }
