@@ -1,6 +1,8 @@
 #pragma once
 // Helpers of the multi-process queue tests: many jobs fast, iaqueue worker
 // command lines, reading the side files the workers leave.
+#include <catch2/catch.hpp>
+
 #include <filesystem>
 #include <map>
 #include <set>
@@ -71,6 +73,23 @@ inline std::vector<std::string> worker_argv(const fs::path& dir, const fs::path&
   std::vector<std::string> argv = {bin("iaqueue"), "--dir", dir.string(), "work", "--out", out.string()};
   argv.insert(argv.end(), extra.begin(), extra.end());
   return argv;
+}
+
+// Each job started and completed once, at attempt 0, and no worker caught a
+// double run (a run with nothing killed).
+inline void check_each_ran_once(const fs::path& out, const std::vector<std::string>& ids) {
+  auto side = read_side_files(out);
+  CHECK(side.doubles.empty());
+  std::size_t wrong = 0;
+  for (auto& id : ids)
+    if (side.done[id] != std::set<int>{0} || side.start[id] != std::set<int>{0}) ++wrong;
+  CHECK(wrong == 0);
+}
+
+// Jobs an `iaqueue work` process completed (its stdout: "completed N").
+inline std::size_t completed_by(Process& worker) {
+  auto text = worker.stdout_text();
+  return text.rfind("completed ", 0) == 0 ? std::stoul(text.substr(10)) : 0;
 }
 
 inline const std::map<std::string, std::string> kQuiet = {{"IASERVE_LOG", "warn"}};

@@ -432,22 +432,13 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
     INFO(w->stderr_text());
     CHECK(*code == 0);
   }
-  auto side = read_side_files(out);
-  CHECK(side.doubles.empty());
-  std::size_t wrong = 0;
-  for (auto& id : ids)
-    if (side.done[id] != std::set<int>{0} || side.start[id] != std::set<int>{0}) ++wrong;
-  CHECK(wrong == 0);
+  check_each_ran_once(out, ids);
   queue::Queue qb(qb_dir);
   auto s = qb.stats();
   CHECK(s.done == static_cast<std::size_t>(jobs));
   CHECK(s.pending + s.active + s.failed == 0);
   std::size_t on_a = 0, on_b = 0;
-  for (std::size_t i = 0; i < workers.size(); ++i) {
-    auto text = workers[i]->stdout_text();
-    auto n = text.rfind("completed ", 0) == 0 ? std::stoul(text.substr(10)) : 0;
-    (i % 2 ? on_b : on_a) += n;
-  }
+  for (std::size_t i = 0; i < workers.size(); ++i) (i % 2 ? on_b : on_a) += completed_by(*workers[i]);
   std::string b_logs;
   for (std::size_t i = 1; i < workers.size(); i += 2) {
     auto err = workers[i]->stderr_text();
