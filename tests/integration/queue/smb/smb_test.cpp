@@ -246,7 +246,7 @@ class SmbMount {
   void stop() {
     if (!proc_) return;
     auto helpers = children_of(proc_->pid());
-    if (mounted_ && run({fusermount(), "-u", mnt_.string()}, 20s).code != 0)
+    if (mounted_ && run({fusermount(), "-u", mnt_.string()}, 5s).code != 0)
       ::umount2(mnt_.c_str(), MNT_DETACH);
     proc_->wait(10s);  // smbnetfs ends with its mount; ~Process stops it otherwise
     proc_.reset();
@@ -419,7 +419,7 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
   }
   for (int i = 0; i < 6; i += 2) workers[i] = std::make_unique<Process>(worker_argv(qa_dir, out, opts), env);
   for (auto& w : workers) {
-    auto code = w->wait(60s);
+    auto code = w->wait(40s);
     if (!code) {  // say what is left before giving up
       std::string left;
       for (const char* state : {"pending", "active"})
@@ -427,7 +427,7 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
           left += std::string(state) + "/" + e.path().filename().string() + "\n";
       for (auto& other : workers) other->kill9();
       INFO("worker log:\n" << w->stderr_text() << "\nleft on the server:\n" << left);
-      FAIL("a worker did not end within 60 s");
+      FAIL("a worker did not end within 40 s");
     }
     INFO(w->stderr_text());
     CHECK(*code == 0);
