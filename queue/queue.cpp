@@ -323,15 +323,21 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     return best;
   }
 
-  // Is the pending job `id` a request of this (app, slide)? nullopt: cannot tell.
-  bool same_slide(const Newest& n, const std::string& app_id, const std::string& slide_key) const {
-    if (!n.app_id.empty()) return n.app_id == app_id && n.slide_key == slide_key;
+  // Is job `id` in state s a request of this (app, slide)? The slide hash in
+  // ids is only a hint; this reads the job. False when it is gone or corrupt
+  // (the claim path moves a corrupt one aside).
+  bool is_request_of(State s, const std::string& id, const std::string& app_id,
+                     const std::string& slide_key) const {
     try {
-      auto f = read_job(State::pending, n.id);
+      auto f = read_job(s, id);
       return f && f->job.app_id == app_id && f->job.slide_key == slide_key;
     } catch (const QueueError&) {
-      return false;  // corrupt: the claim path moves it aside
+      return false;
     }
+  }
+  bool same_slide(const Newest& n, const std::string& app_id, const std::string& slide_key) const {
+    if (!n.app_id.empty()) return n.app_id == app_id && n.slide_key == slide_key;
+    return is_request_of(State::pending, n.id, app_id, slide_key);
   }
 
   // pending/<old_id> -> cancelled/, noting what replaced it. False when it
@@ -488,27 +494,21 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     if (lease_fd) write_own_lease();
   }
 
-  // Moves a job file this process holds the lock of out of active/: first
-  // the new content (with the outcome it is heading for) replaces the file
-  // in place, then one rename moves it. Recovery finishes the move if we die
-  // between the two.
   // A newer pending request for the same (app, slide) than this job, if any.
+  // (A listing: it runs only when a job goes back to pending.)
   std::optional<std::string> newer_pending(const Job& job) const {
-    auto mine = record::parse_id(job.id);
-    if (!mine) return std::nullopt;
-    for (auto& other : job_ids(State::pending)) {
-      auto p = record::parse_id(other);
-      if (other == job.id || !p || p->slide_hash != mine->slide_hash || p->time_ns <= mine->time_ns)
-        continue;
-      try {
-        auto f = read_job(State::pending, other);
-        if (f && f->job.app_id == job.app_id && f->job.slide_key == job.slide_key) return other;
-      } catch (const QueueError&) {
-      }
-    }
+    auto mine = hash_of(job.id);
+    if (mine.empty()) return std::nullopt;
+    for (auto& other : job_ids(State::pending))
+      if (hash_of(other) == mine && is_newer(other, job.id) &&
+          is_request_of(State::pending, other, job.app_id, job.slide_key))
+        return other;
     return std::nullopt;
   }
 
+  // Moves a job file this process holds the lock of out of active/: first
+  // an update with the outcome it is heading for is appended, then one
+  // rename moves it. Recovery finishes the move if we die between the two.
   // Returns where the job went: a job heading back to pending while a newer
   // request for its slide waits there is superseded (cancelled/) instead.
   State move_out_of_active(record::JobFile f, State to, const std::string& run) {
@@ -600,15 +600,15 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // request came from a process that had not seen the newer one).
   void supersede_if_outdated(const std::string& pending_id, const std::string& active_id) {
     if (!is_newer(active_id, pending_id)) return;
+    std::optional<record::JobFile> mine;
     try {
-      auto mine = read_job(State::pending, pending_id);
-      auto running = read_job(State::active, active_id);
-      if (mine && running && mine->job.app_id == running->job.app_id &&
-          mine->job.slide_key == running->job.slide_key && supersede(pending_id, active_id))
-        view_forget(pending_id);
+      mine = read_job(State::pending, pending_id);
     } catch (const QueueError&) {
-      // corrupt: the claim path moves it aside when its slide is free
+      return;  // corrupt: the claim path moves it aside when its slide is free
     }
+    if (mine && is_request_of(State::active, active_id, mine->job.app_id, mine->job.slide_key) &&
+        supersede(pending_id, active_id))
+      view_forget(pending_id);
   }
 
   std::uint64_t wake_generation() {
@@ -824,7 +824,7 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   // A newer request for the same slide waits too (enqueued by another
   // process, or this job came back from a run): the newest one runs.
   if (auto newer = newer_in_view(id)) {
-    if (same_slide(Newest{*newer, {}, {}}, f->job.app_id, f->job.slide_key)) {
+    if (is_request_of(State::pending, *newer, f->job.app_id, f->job.slide_key)) {
       view_forget(id);
       if (supersede(id, *newer)) return std::nullopt;
     }
@@ -855,14 +855,8 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
     for (auto& other : job_ids(State::active)) {
       if (other == id || hash_of(other) != slide) continue;
       // A newer request of this slide runs already: this one is outdated.
-      bool outdated = false;
-      if (is_newer(other, id)) {
-        try {
-          auto o = read_job(State::active, other);
-          outdated = o && o->job.app_id == impl->file.job.app_id && o->job.slide_key == impl->file.job.slide_key;
-        } catch (const QueueError&) {
-        }
-      }
+      bool outdated = is_newer(other, id) &&
+                      is_request_of(State::active, other, impl->file.job.app_id, impl->file.job.slide_key);
       if (!(outdated && supersede(id, other, State::active))) {
         // Back to pending as a new generation: this one's marker is taken.
         posix::append_file(job_path(State::active, id), record::encode_bump(), false);
