@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 
 // n jobs of distinct slides, enqueued from several threads (fsync-bound).
 inline std::vector<std::string> enqueue_many(const fs::path& dir, int n, int threads = 8,
-                                             queue::Options o = {}) {
+                                             queue::Options o = {}, const std::string& slide_prefix = "slide-") {
   log::setup("warn");  // a line per job would drown the test's own report
   queue::Queue q(dir, o);
   std::vector<std::vector<std::string>> ids(threads);
@@ -29,7 +29,7 @@ inline std::vector<std::string> enqueue_many(const fs::path& dir, int n, int thr
     ts.emplace_back([&, t] {
       for (int i = t; i < n; i += threads) {
         queue::JobSpec s;
-        s.slide_key = "slide-" + std::to_string(i);
+        s.slide_key = slide_prefix + std::to_string(i);
         s.app_id = "stress";
         s.payload = boost::json::object{{"i", i}};
         ids[t].push_back(q.enqueue(s));

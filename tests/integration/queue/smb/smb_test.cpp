@@ -284,19 +284,28 @@ RunResult iaqueue(const fs::path& dir, std::vector<std::string> args) {
   return run(argv, 60s, kQuiet);
 }
 
+// The server and two mounts with the queue folder made over SMB (mkdir on
+// host a), or nullptr after saying why this machine cannot run the test.
+std::unique_ptr<TwoHosts> two_hosts_or_skip() {
+  auto why = cannot_run();
+  if (!why.empty()) {
+    WARN("skipped: " << why);
+    return nullptr;
+  }
+  log::setup("warn");
+  auto h = std::make_unique<TwoHosts>();
+  fs::create_directories(h->a.share() / "q");
+  return h;
+}
+
 }  // namespace
 
 TEST_CASE("one SMB share, two smbnetfs mounts: the queue polls, the other host reads it",
           "[queue][smb]") {
-  auto why = cannot_run();
-  if (!why.empty()) {
-    WARN("skipped: " << why);
-    return;
-  }
-  log::setup("warn");
-  TwoHosts h;
+  auto hosts = two_hosts_or_skip();
+  if (!hosts) return;
+  TwoHosts& h = *hosts;
   auto qa_dir = h.a.share() / "q", qb_dir = h.b.share() / "q";
-  fs::create_directories(qa_dir);  // mkdir over SMB
   REQUIRE(fs::is_directory(h.server.share() / "q"));
   REQUIRE(fs::is_directory(qb_dir));
 
@@ -365,15 +374,10 @@ TEST_CASE("one SMB share, two smbnetfs mounts: the queue polls, the other host r
 
 TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs once",
           "[queue][smb]") {
-  auto why = cannot_run();
-  if (!why.empty()) {
-    WARN("skipped: " << why);
-    return;
-  }
-  log::setup("warn");
-  TwoHosts h;
+  auto hosts = two_hosts_or_skip();
+  if (!hosts) return;
+  TwoHosts& h = *hosts;
   auto qa_dir = h.a.share() / "q", qb_dir = h.b.share() / "q";
-  fs::create_directories(qa_dir);
   REQUIRE_FALSE(flock_shared(h.a.share(), h.b.share()));
 
   // One claim from host b first: every state change after a claim writes at
@@ -393,7 +397,11 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
   }
 
   const int jobs = 60;
-  auto ids = enqueue_many(qa_dir, jobs, 4);
+  // Half the jobs from each host: a FUSE client may show a folder listing a
+  // moment old, so jobs from one host alone could all be taken there before
+  // the other host sees one.
+  auto ids = enqueue_many(qa_dir, jobs / 2, 4, {}, "slide-a-");
+  for (auto& id : enqueue_many(qb_dir, jobs / 2, 4, {}, "slide-b-")) ids.push_back(id);
   auto out = h.t / "out";  // local: the side files must not depend on the share
   fs::create_directories(out);
   std::vector<std::unique_ptr<Process>> workers;
@@ -401,23 +409,8 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
                                          "--lease-interval-ms", "100", "--lease-timeout-ms", "5000",
                                          "--hold-max-ms",       "30"};
   const std::map<std::string, std::string> env{{"IASERVE_LOG", "info"}};
-  // Host b first: the jobs came from host a, and a FUSE client may show a
-  // folder listing a moment old, so host a's workers could otherwise take
-  // every job before host b sees one. Host a's start once b has done some.
-  for (int i = 0; i < 6; ++i) {
-    if (i % 2)
-      workers.push_back(std::make_unique<Process>(worker_argv(qb_dir, out, opts), env));
-    else
-      workers.push_back(nullptr);
-  }
-  for (auto until = std::chrono::steady_clock::now() + 20s; std::chrono::steady_clock::now() < until;) {
-    std::size_t done = 0;
-    for (auto& e : fs::directory_iterator(h.server.share() / "q" / "done"))
-      if (e.path().extension() == ".json") ++done;
-    if (done >= 3) break;
-    std::this_thread::sleep_for(50ms);
-  }
-  for (int i = 0; i < 6; i += 2) workers[i] = std::make_unique<Process>(worker_argv(qa_dir, out, opts), env);
+  for (int i = 0; i < 6; ++i)
+    workers.push_back(std::make_unique<Process>(worker_argv(i % 2 ? qb_dir : qa_dir, out, opts), env));
   for (auto& w : workers) {
     auto code = w->wait(40s);
     if (!code) {  // say what is left before giving up
@@ -425,8 +418,12 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
       for (const char* state : {"pending", "active"})
         for (auto& e : fs::directory_iterator(h.server.share() / "q" / state))
           left += std::string(state) + "/" + e.path().filename().string() + "\n";
+      // Where it waits: a kernel wait in a FUSE request means the SMB
+      // client stalled, a running state means the worker loops.
+      std::string state = read_text("/proc/" + std::to_string(w->pid()) + "/stat") + " wchan " +
+                          read_text("/proc/" + std::to_string(w->pid()) + "/wchan");
       for (auto& other : workers) other->kill9();
-      INFO("worker log:\n" << w->stderr_text() << "\nleft on the server:\n" << left);
+      INFO("worker log:\n" << w->stderr_text() << "\nleft on the server:\n" << left << "\nworker state: " << state);
       FAIL("a worker did not end within 40 s");
     }
     INFO(w->stderr_text());
