@@ -60,6 +60,9 @@ inline SideFiles read_side_files(const fs::path& out) {
     auto last = n.rfind('-');
     if (dash == std::string::npos || last == dash) continue;
     std::string kind = n.substr(0, dash), id = n.substr(dash + 1, last - dash - 1);
+    // Only these carry an attempt; "running-<id>" (left by a run killed
+    // mid-job) ends in the id's random hex.
+    if (kind != "start" && kind != "done" && kind != "kill") continue;
     int attempt = std::stoi(n.substr(last + 1));
     if (kind == "start") s.start[id].insert(attempt);
     if (kind == "done") s.done[id].insert(attempt);
