@@ -407,7 +407,9 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
   std::vector<std::unique_ptr<Process>> workers;
   const std::vector<std::string> opts = {"--idle-ms",           "300", "--poll-ms",          "20",
                                          "--lease-interval-ms", "100", "--lease-timeout-ms", "5000",
-                                         "--hold-max-ms",       "30"};
+                                         "--hold-max-ms",       "300"};
+  // Jobs of up to 300 ms: the run lasts seconds, so a host whose workers
+  // start late still gets some.
   const std::map<std::string, std::string> env{{"IASERVE_LOG", "info"}};
   for (int i = 0; i < 6; ++i)
     workers.push_back(std::make_unique<Process>(worker_argv(i % 2 ? qb_dir : qa_dir, out, opts), env));
