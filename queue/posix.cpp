@@ -101,10 +101,10 @@ bool append_file(const fs::path& path, std::string_view content, bool sync_file)
   return true;
 }
 
-void write_at_start(int fd, const fs::path& path, std::string_view content) {
+void write_at(int fd, const fs::path& path, std::string_view content, off_t offset) {
   std::size_t done = 0;
   while (done < content.size()) {
-    ssize_t n = ::pwrite(fd, content.data() + done, content.size() - done, static_cast<off_t>(done));
+    ssize_t n = ::pwrite(fd, content.data() + done, content.size() - done, offset + static_cast<off_t>(done));
     if (n < 0) {
       if (errno == EINTR) continue;
       fail(path, "write", errno);
@@ -112,6 +112,8 @@ void write_at_start(int fd, const fs::path& path, std::string_view content) {
     done += static_cast<std::size_t>(n);
   }
 }
+
+void write_at_start(int fd, const fs::path& path, std::string_view content) { write_at(fd, path, content, 0); }
 
 void write_file_atomic(const fs::path& tmp_dir, const fs::path& dest, std::string_view content,
                        bool sync_dir, bool sync_file) {

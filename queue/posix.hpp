@@ -51,7 +51,9 @@ void fsync_dir(const fs::path& dir);
 // sync_file.
 // False when the file is absent; throws naming the file on anything else.
 bool append_file(const fs::path& path, std::string_view content, bool sync_file);
-// pwrite(2) of all of content at offset 0 (a record rewritten in place).
+// pwrite(2) of all of content at offset (retried on EINTR and short writes).
+void write_at(int fd, const fs::path& path, std::string_view content, off_t offset);
+// write_at offset 0 (a record rewritten in place).
 void write_at_start(int fd, const fs::path& path, std::string_view content);
 // Names in a folder (no "." ".."), sorted. Throws when the folder cannot be read.
 std::vector<std::string> list_dir(const fs::path& dir);

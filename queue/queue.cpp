@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <random>
@@ -37,6 +38,12 @@ namespace {
 
 constexpr std::size_t kMaxJobBytes = 16u << 20;
 constexpr std::size_t kMaxLeaseBytes = 4096;
+// A journal segment is closed when it holds this much, or when it is older
+// than Options::checkpoint_interval; closed segments go at the next checkpoint.
+constexpr std::size_t kSegmentBytes = 1u << 20;
+// A segment another process left is read up to this size (a batch can
+// overrun kSegmentBytes once).
+constexpr std::size_t kMaxSegmentRead = 64u << 20;
 constexpr State kStates[] = {State::pending, State::active, State::done, State::failed,
                              State::cancelled};
 
@@ -220,7 +227,40 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   std::thread hb_thread;
   bool hb_stop = false;
 
+  // The journal (Commit::journal): enqueues append their records to j_waiting;
+  // whoever finds no writer busy writes everything waiting with one pwrite
+  // and one fdatasync (group commit) and wakes the others.
+  struct JournalFailure {
+    std::uint64_t from, to;  // the records (from, to] of a batch that failed
+    std::string what;
+  };
+  Commit commit_mode = Commit::fsync;
+  std::mutex jm;
+  std::condition_variable jcv;       // a batch became durable (or failed)
+  std::condition_variable j_tick;    // wakes the checkpointer to stop
+  std::string j_waiting;             // records not written yet
+  std::uint64_t j_added = 0, j_durable = 0;
+  std::deque<JournalFailure> j_failures;
+  bool j_writing = false;
+  // The open segment: touched by the writer of the moment (j_writing), or by
+  // the checkpointer with jm held while no one writes.
+  Fd j_fd;
+  fs::path j_path;
+  off_t j_size = 0;
+  int j_seq = 0;
+  std::int64_t j_opened_ns = 0;
+  std::string j_owner;                // this process's lease name
+  std::vector<fs::path> j_closed;     // segments waiting for a checkpoint
+  std::thread j_thread;
+  bool j_stop = false;
+
   ~Impl() {
+    {
+      std::lock_guard lk(jm);
+      j_stop = true;
+    }
+    j_tick.notify_all();
+    if (j_thread.joinable()) j_thread.join();  // its last checkpoint empties the journal
     {
       std::lock_guard lk(hb_m);
       hb_stop = true;
@@ -234,6 +274,12 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   void hb_add(Claim::Impl* c) {
     std::lock_guard lk(hb_m);
     hb_claims.insert(c);
+    if (!hb_thread.joinable()) hb_thread = std::thread([this] { hb_loop(); });
+  }
+  // The heartbeat without a claim (an enqueuing process keeps its lease fresh
+  // while it has a journal).
+  void hb_ensure() {
+    std::lock_guard lk(hb_m);
     if (!hb_thread.joinable()) hb_thread = std::thread([this] { hb_loop(); });
   }
   void hb_remove(Claim::Impl* c) {
@@ -424,6 +470,239 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     pending_synced = upto;
   }
 
+  // ------------------------------------------------------------ journal
+  fs::path journal_dir() const { return dir / "journal"; }
+
+  // Appends one record ("<id> <job line>\n") and returns once it is on disk.
+  void journal_commit(const std::string& record) {
+    std::unique_lock lk(jm);
+    if (!j_thread.joinable()) {
+      // The lease names the segments, and its heartbeat tells recovery on
+      // other hosts that this process lives.
+      j_owner = own_lease();
+      hb_ensure();
+      j_thread = std::thread([this] { checkpoint_loop(); });
+    }
+    std::uint64_t mine = ++j_added;
+    j_waiting += record;
+    for (;;) {
+      if (j_durable >= mine) {
+        for (const auto& f : j_failures)
+          if (mine > f.from && mine <= f.to) throw QueueError(f.what);
+        return;
+      }
+      if (j_writing) {
+        jcv.wait(lk);
+        continue;
+      }
+      j_writing = true;
+      std::string batch;
+      batch.swap(j_waiting);
+      std::uint64_t from = j_durable, upto = j_added;
+      lk.unlock();
+      std::string failure;
+      try {
+        journal_write(batch);
+      } catch (const std::exception& e) {
+        failure = e.what();
+      }
+      lk.lock();
+      j_writing = false;
+      j_durable = upto;
+      if (!failure.empty()) {
+        j_failures.push_back({from, upto, std::move(failure)});
+        if (j_failures.size() > 1024) j_failures.pop_front();
+      }
+      jcv.notify_all();
+    }
+  }
+
+  void journal_write(const std::string& batch) {  // j_writing is ours
+    if (j_fd && (j_size + static_cast<off_t>(batch.size()) > static_cast<off_t>(kSegmentBytes) ||
+                 posix::now_ns() - j_opened_ns >= std::chrono::nanoseconds(opt.checkpoint_interval).count())) {
+      std::lock_guard lk(jm);
+      close_segment();
+    }
+    if (!j_fd) {
+      j_path = journal_dir() / (j_owner + "." + std::to_string(++j_seq) + ".jnl");
+      Fd fd(::open(j_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!fd) posix::fail(j_path, "create journal", errno);
+      posix::fsync_dir(journal_dir());
+      j_fd = std::move(fd);
+      j_size = 0;
+      j_opened_ns = posix::now_ns();
+    }
+    try {
+      posix::write_at(j_fd.get(), j_path, batch, j_size);
+      if (::fdatasync(j_fd.get()) != 0) posix::fail(j_path, "fdatasync", errno);
+    } catch (...) {
+      // How much of the batch is on disk is unknown: the next one starts a
+      // new segment.
+      std::lock_guard lk(jm);
+      close_segment();
+      throw;
+    }
+    j_size += static_cast<off_t>(batch.size());
+  }
+
+  void close_segment() {  // jm held, and the caller writes or no one does
+    if (!j_fd) return;
+    j_fd.reset();
+    j_closed.push_back(j_path);
+    j_size = 0;
+  }
+
+  // Every checkpoint_interval: close the segment if it is old, make every file written
+  // before that durable with one syncfs, then remove the closed segments.
+  void checkpoint_loop() {
+    std::unique_lock lk(jm);
+    for (;;) {
+      j_tick.wait_for(lk, opt.checkpoint_interval, [this] { return j_stop; });
+      bool stopping = j_stop;
+      if (!j_writing && j_fd &&
+          (stopping || posix::now_ns() - j_opened_ns >= std::chrono::nanoseconds(opt.checkpoint_interval).count()))
+        close_segment();
+      std::vector<fs::path> closed;
+      closed.swap(j_closed);
+      if (!closed.empty()) {
+        lk.unlock();
+        bool synced = syncfs_queue();
+        if (synced)
+          for (auto& p : closed) {
+            try {
+              posix::unlink_file(p);
+            } catch (const QueueError& e) {
+              logger()->warn("{}", e.what());
+            }
+          }
+        lk.lock();
+        if (!synced) j_closed.insert(j_closed.begin(), closed.begin(), closed.end());
+      }
+      if (stopping) return;
+    }
+  }
+
+  bool syncfs_queue() const {
+    Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (d && ::syncfs(d.get()) == 0) return true;
+    logger()->error("queue {}: syncfs failed: {}; its journal is kept and the sync retried", dir.string(),
+                    std::strerror(errno));
+    return false;
+  }
+
+  // Is the process whose lease is `owner` gone? Its shared flock on its
+  // lease file says it lives, on this host and wherever flock is shared;
+  // elsewhere only a stale lease (or, without a lease, a stale segment) says
+  // it is gone.
+  bool owner_gone(const std::string& owner, const fs::path& segment) const {
+    auto lpath = lease_path(owner);
+    Fd lf(::open(lpath.c_str(), O_RDONLY | O_CLOEXEC));
+    if (lf && ::flock(lf.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    auto now = std::chrono::system_clock::now();
+    std::optional<record::LeaseFile> l;
+    if (lf) {
+      try {
+        if (auto text = posix::read_file(lpath, kMaxLeaseBytes)) l = record::decode_lease(*text);
+      } catch (const QueueError&) {
+      }
+    }
+    if (l) {
+      if (l->lease.host == host && !opt.lease_only) return true;  // flock is exact on this host
+      return now - l->lease.time >= opt.lease_timeout;
+    }
+    auto st = posix::stat_path(segment);
+    if (!st) return false;
+    auto t = mtime_of(*st);
+    if (auto ls = posix::stat_path(lpath)) t = std::max(t, mtime_of(*ls));
+    return now - t >= opt.lease_timeout;
+  }
+
+  std::size_t replay_journals() {
+    if (!posix::path_exists(journal_dir())) return 0;
+    std::string own;
+    {
+      std::lock_guard lk(lease_m);
+      own = lease_name;
+    }
+    std::size_t n = 0;
+    for (auto& name : posix::list_dir(journal_dir())) {
+      if (!ends_with(name, ".jnl") || name[0] == '.') continue;
+      std::string owner = name.substr(0, name.find('.'));
+      if (owner == own || !safe_id(owner) || !owner_gone(owner, journal_dir() / name)) continue;
+      n += replay_segment(journal_dir() / name, owner);
+    }
+    return n;
+  }
+
+  std::size_t replay_segment(const fs::path& seg, const std::string& owner) {
+    Fd fd(::open(seg.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT) return 0;
+      posix::fail(seg, "open journal", errno);
+    }
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) return 0;  // another process replays it
+    struct ::stat held {};
+    if (::fstat(fd.get(), &held) != 0) posix::fail(seg, "fstat", errno);
+    auto now = posix::stat_path(seg);
+    if (!now || now->st_ino != held.st_ino) return 0;  // replayed and removed meanwhile
+    auto text = posix::read_file(seg, kMaxSegmentRead);
+    if (!text) return 0;
+    std::size_t n = 0, start = 0;
+    while (start < text->size()) {
+      auto end = text->find('\n', start);
+      if (end == std::string::npos) end = text->size();
+      std::string_view line(text->data() + start, end - start);
+      start = end + 1;
+      auto sp = line.find(' ');
+      if (sp == std::string_view::npos) continue;
+      std::string id(line.substr(0, sp));
+      std::string job(line.substr(sp + 1));
+      if (!safe_id(id)) continue;
+      try {
+        record::decode_job(job, id);
+      } catch (const QueueError&) {
+        continue;  // a record torn by the crash: never acknowledged
+      }
+      if (restore(id, job, owner)) ++n;
+    }
+    posix::unlink_file(seg);
+    if (n) logger()->warn("journal {}: {} jobs whose files were lost written again", seg.string(), n);
+    return n;
+  }
+
+  // Writes a journaled job again unless a readable file of it is anywhere
+  // in the queue. A job moved aside as corrupt (failed/<id>.corrupt) counts
+  // as lost: the journal has its intact record.
+  bool restore(const std::string& id, const std::string& job, const std::string& owner) {
+    bool aside = posix::path_exists(state_dir(State::failed) / (id + ".corrupt"));
+    std::vector<State> torn;
+    for (State s : kStates) {
+      if (aside && s == State::failed) continue;
+      try {
+        if (read_job(s, id)) return false;
+      } catch (const QueueError&) {
+        torn.push_back(s);
+      }
+    }
+    // One replayer per job even where flock is not shared between hosts; a
+    // marker left by a replayer that died is taken over once stale.
+    auto marker = dir / "claims" / (id + ".replay");
+    if (::mkdir(marker.c_str(), 0700) != 0) {
+      if (errno != EEXIST) posix::fail(marker, "create replay marker", errno);
+      auto st = posix::stat_path(marker);
+      if (!st || std::chrono::system_clock::now() - mtime_of(*st) < opt.lease_timeout) return false;
+    }
+    write_durable(job_path(State::pending, id), job + "\n", true);
+    for (State s : torn)
+      if (s != State::pending) posix::unlink_file(job_path(s, id));
+    if (aside) {
+      posix::unlink_file(job_path(State::failed, id));
+      posix::unlink_file(state_dir(State::failed) / (id + ".corrupt"));
+    }
+    logger()->warn("job {}: its file was lost or torn; written again from the journal of {}", id, owner);
+    return true;
+  }
+
   std::vector<std::string> job_ids(State s) const {
     std::vector<std::string> ids;
     for (auto& n : posix::list_dir(state_dir(s)))
@@ -477,6 +756,9 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     }
     if (!fd) posix::fail(path, "create lease", errno);
     posix::write_at_start(fd.get(), path, text);
+    // Held while this process lives: on this host (and where flock is shared)
+    // an exclusive flock that succeeds says the owner is gone (owner_gone).
+    ::flock(fd.get(), LOCK_SH | LOCK_NB);
     lease_fd = std::move(fd);
   }
   std::string own_lease() {
@@ -1004,6 +1286,9 @@ RecoverReport Queue::Impl::recover() {
       }
     }
   }
+  // After the sweep above moved torn active jobs aside: journals of dead
+  // processes bring back what a power cut took.
+  report.replayed = replay_journals();
   return report;
 }
 
@@ -1016,6 +1301,7 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
   if (q.opt.max_attempts < 1) q.opt.max_attempts = 1;
   if (q.opt.lease_interval <= 0ms) q.opt.lease_interval = 1ms;
   if (q.opt.poll_interval <= 0ms) q.opt.poll_interval = 1ms;
+  if (q.opt.checkpoint_interval <= 0ms) q.opt.checkpoint_interval = 1ms;
   auto make = [&](const fs::path& p) {
     if (::mkdir(p.c_str(), 0700) != 0 && errno != EEXIST) posix::fail(p, "create folder", errno);
   };
@@ -1040,12 +1326,22 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
     case Wakeup::automatic: q.wake = t.local ? Wakeup::inotify : Wakeup::poll; break;
     default: q.wake = q.opt.wakeup;
   }
+  q.commit_mode = Commit::fsync;
+  if (q.opt.fsync && (q.opt.commit == Commit::journal || (q.opt.commit == Commit::automatic && t.local))) {
+    // A folder made before journals existed gets its journal/ now.
+    if (::mkdir(q.journal_dir().c_str(), 0700) == 0 || errno == EEXIST)
+      q.commit_mode = Commit::journal;
+    else
+      logger()->warn("queue {}: cannot make journal/ ({}); each enqueue is fsynced instead", q.dir.string(),
+                     std::strerror(errno));
+  }
   q.interrupt_fd = Fd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!q.interrupt_fd) posix::fail(q.dir, "eventfd", errno);
 
-  logger()->debug("queue {}: {} ({}), wake-up by {}, lease {} ms / {} ms{}", q.dir.string(),
+  logger()->debug("queue {}: {} ({}), wake-up by {}, commit by {}, lease {} ms / {} ms{}", q.dir.string(),
                   t.filesystem, t.local ? "local" : "network",
-                  q.wake == Wakeup::inotify ? "inotify" : "polling", q.opt.lease_interval.count(),
+                  q.wake == Wakeup::inotify ? "inotify" : "polling",
+                  q.commit_mode == Commit::journal ? "journal" : "fsync", q.opt.lease_interval.count(),
                   q.opt.lease_timeout.count(), t.flock_excludes ? "" : ", lease-only");
 }
 
@@ -1054,6 +1350,8 @@ Queue::~Queue() = default;
 const fs::path& Queue::dir() const { return impl_->dir; }
 const Options& Queue::options() const { return impl_->opt; }
 Wakeup Queue::wakeup() const { return impl_->wake; }
+Commit Queue::commit() const { return impl_->commit_mode; }
+std::size_t Queue::replay_journals() { return impl_->replay_journals(); }
 
 std::string Queue::enqueue(const JobSpec& spec) {
   auto& q = *impl_;
@@ -1067,8 +1365,24 @@ std::string Queue::enqueue(const JobSpec& spec) {
   f.job.enqueued = record::from_ns(t);
   f.job.payload = spec.payload;
   const std::string& id = f.job.id;
-  q.write_durable(q.job_path(State::pending, id), record::encode_job(f) + "\n", false);
-  q.sync_pending_after_rename();
+  std::string line = record::encode_job(f);
+  if (q.commit_mode == Commit::journal) {
+    // The file first, then its record: a record never names a job that was
+    // not written (its replay would make a job nobody was told of).
+    posix::write_file_atomic(q.tmp(), q.job_path(State::pending, id), line + "\n", false, false);
+    try {
+      q.journal_commit(id + " " + line + "\n");
+    } catch (const std::exception&) {
+      try {
+        posix::unlink_file(q.job_path(State::pending, id));  // not acknowledged: not queued
+      } catch (const QueueError&) {
+      }
+      throw;
+    }
+  } else {
+    q.write_durable(q.job_path(State::pending, id), line + "\n", false);
+    q.sync_pending_after_rename();
+  }
   // Coalesce: the older of this job and the newest pending request of its
   // slide is superseded. A rename to cancelled/ races a claim's rename;
   // exactly one of them wins, and when the claim wins the new job waits for
@@ -1288,6 +1602,7 @@ std::size_t Queue::purge(std::chrono::seconds older_than) {
       if (posix::unlink_file(q.job_path(s, id))) {
         ++removed;
         for (int g = 0; g <= generation; ++g) ::rmdir(q.marker_path(id, g).c_str());
+        ::rmdir((q.dir / "claims" / (id + ".replay")).c_str());
         posix::unlink_file(q.lock_path(id));
       }
     }

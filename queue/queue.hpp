@@ -37,6 +37,8 @@ std::optional<State> state_from_string(std::string_view name);
 // see other hosts' writes there).
 enum class Wakeup { automatic, inotify, poll };
 
+enum class Commit { automatic, journal, fsync };
+
 struct Options {
   // How often a claim refreshes its lease, and when a lease counts as stale.
   // Host clocks must agree to well within lease_timeout.
@@ -64,6 +66,22 @@ struct Options {
   // cut can undo here is a finished job found back in active/, which orphan
   // recovery then runs again. On costs two fsyncs per finished job.
   bool sync_finish = false;
+  // How an enqueue is made durable before it returns.
+  //  journal: the job file is written without fsync, and its record is
+  //    appended to this process's journal (journal/<lease>.<n>.jnl) with one
+  //    fdatasync shared by every enqueue that arrives meanwhile. About once a
+  //    second (checkpoint_interval) a thread makes the job files durable with
+  //    one syncfs(2) and removes the journal written before it. After a power cut, recovery
+  //    (replay_journals, recover_orphans) writes again every journaled job
+  //    whose file was lost or torn.
+  //  fsync: each job file and pending/ are fsynced (pending/ shared by
+  //    concurrent enqueues).
+  //  automatic: journal on a local filesystem; fsync on a network one, where
+  //    syncfs is not known to reach the server's disk.
+  Commit commit = Commit::automatic;
+  // How often the journal's checkpoint (syncfs, then removal) runs; also the
+  // longest a segment is written to.
+  std::chrono::milliseconds checkpoint_interval{1000};
 };
 
 // What the server enqueues. (app_id, slide_key) is the coalescing key.
@@ -107,6 +125,7 @@ struct RecoverReport {
   std::size_t failed = 0;    // past max_attempts
   std::size_t cancelled = 0; // had a cancel mark
   std::size_t cleaned = 0;   // leftovers of interrupted transitions removed
+  std::size_t replayed = 0;  // journaled jobs of dead processes written again
 };
 
 struct SelfTest {
@@ -175,10 +194,17 @@ class Queue {
   // The wake-up in use after Wakeup::automatic was resolved.
   Wakeup wakeup() const;
 
-  // Durable before it returns (temp, fsync, rename, folder fsync). Replaces
-  // any pending job of the same (app_id, slide_key) (the newest payload
-  // wins). Returns the job id.
+  // Durable before it returns (Options::commit says how). Replaces any
+  // pending job of the same (app_id, slide_key) (the newest payload wins).
+  // Returns the job id.
   std::string enqueue(const JobSpec& spec);
+  // The commit in use after Commit::automatic was resolved.
+  Commit commit() const;
+  // Journals of processes that are gone (lease stale, or on this host no
+  // such pid): every job recorded there whose file is missing or does not
+  // parse is written again to pending/; then the journal is removed.
+  // Returns the jobs written again. recover_orphans() calls it too.
+  std::size_t replay_journals();
 
   // The first claimable pending job, oldest first by priority; jobs whose
   // slide is active are skipped until that run ends. Corrupt job files are

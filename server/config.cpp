@@ -336,7 +336,7 @@ Config from_table(const toml::table& root) {
 
   if (auto t = table_at(root, "queue", "")) {
     const std::string p = "queue";
-    check_keys(*t, p, {"dir", "wakeup", "lease_timeout", "max_attempts", "lease_only", "sync_finish"});
+    check_keys(*t, p, {"dir", "wakeup", "lease_timeout", "max_attempts", "lease_only", "sync_finish", "commit"});
     read_path(*t, "dir", p, c.queue.dir);
     std::string w = std::string(to_string(c.queue.wakeup));
     read_string(*t, "wakeup", p, w);
@@ -348,6 +348,12 @@ Config from_table(const toml::table& root) {
     read_uint(*t, "max_attempts", p, c.queue.max_attempts, 1, 1000);
     read_bool(*t, "lease_only", p, c.queue.lease_only);
     read_bool(*t, "sync_finish", p, c.queue.sync_finish);
+    std::string cm = std::string(to_string(c.queue.commit));
+    read_string(*t, "commit", p, cm);
+    if (cm == "auto") c.queue.commit = Commit::auto_;
+    else if (cm == "journal") c.queue.commit = Commit::journal;
+    else if (cm == "fsync") c.queue.commit = Commit::fsync;
+    else throw ConfigError("queue.commit", "must be auto, journal or fsync, got " + quote_str(cm));
   }
   if (c.queue.dir.empty()) throw ConfigError("queue.dir", "must not be empty");
 
@@ -606,6 +612,15 @@ std::string_view to_string(Wakeup w) {
   return "auto";
 }
 
+std::string_view to_string(Commit c) {
+  switch (c) {
+    case Commit::auto_: return "auto";
+    case Commit::journal: return "journal";
+    case Commit::fsync: return "fsync";
+  }
+  return "auto";
+}
+
 const AppConfig* Config::find_app_by_id(std::string_view id) const {
   for (auto& a : apps)
     if (a.application_id == id) return &a;
@@ -663,7 +678,8 @@ std::string describe(const Config& c) {
                                    {"lease_timeout", format_duration(c.queue.lease_timeout)},
                                    {"max_attempts", static_cast<std::int64_t>(c.queue.max_attempts)},
                                    {"lease_only", c.queue.lease_only},
-                                   {"sync_finish", c.queue.sync_finish}});
+                                   {"sync_finish", c.queue.sync_finish},
+                                   {"commit", std::string(to_string(c.queue.commit))}});
   root.insert("data", toml::table{{"dir", c.data.dir.string()}, {"retention", format_duration(c.data.retention)}});
   root.insert("callback", toml::table{{"connect_timeout", format_duration(c.callback.connect_timeout)},
                                       {"total_timeout", format_duration(c.callback.total_timeout)},

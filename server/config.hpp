@@ -54,6 +54,7 @@ struct ServerConfig {
 };
 
 enum class Wakeup { auto_, inotify, poll };
+enum class Commit { auto_, journal, fsync };
 
 struct QueueConfig {
   std::filesystem::path dir = "/var/lib/iaserve/queue";
@@ -62,6 +63,7 @@ struct QueueConfig {
   unsigned max_attempts = 3;
   bool lease_only = false;  // run without flock (a nolock share): the admin's decision
   bool sync_finish = false;  // fsync when a job leaves active/ too (queue::Options::sync_finish)
+  Commit commit = Commit::auto_;  // how an enqueue becomes durable (queue::Options::commit)
 };
 
 struct DataConfig {
@@ -148,5 +150,6 @@ std::string format_duration(Duration d);
 
 std::string_view to_string(InputType t);
 std::string_view to_string(Wakeup w);
+std::string_view to_string(Commit c);
 
 }  // namespace iaserve::server

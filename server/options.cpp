@@ -14,6 +14,11 @@ queue::Options queue_options(const Config& c) {
   o.poll_interval = c.worker.poll_interval;
   o.lease_only = c.queue.lease_only;
   o.sync_finish = c.queue.sync_finish;
+  switch (c.queue.commit) {
+    case Commit::auto_: o.commit = queue::Commit::automatic; break;
+    case Commit::journal: o.commit = queue::Commit::journal; break;
+    case Commit::fsync: o.commit = queue::Commit::fsync; break;
+  }
   // The lease is refreshed well inside its timeout.
   o.lease_interval = std::max(std::chrono::milliseconds(100), c.queue.lease_timeout / 10);
   return o;

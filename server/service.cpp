@@ -178,6 +178,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     try {
       queue = std::make_shared<queue::Queue>(config.queue.dir, queue_options(config));
       queue_error.clear();
+      // Jobs a power cut took from an earlier server on this host come back
+      // now; those of other hosts once their leases are stale (workers look).
+      try {
+        if (auto n = queue->replay_journals()) log->warn("{} jobs written again from journals of dead processes", n);
+      } catch (const std::exception& e) {
+        log->error("journal replay in {}: {}", config.queue.dir.string(), e.what());
+      }
     } catch (const std::exception& e) {
       queue_error = e.what();
       queue_retry = Clock::now() + std::chrono::seconds(1);

@@ -6,7 +6,7 @@
 namespace iaserve::tools::iaqueue {
 namespace {
 
-const Registration reg("recover", "returns jobs of dead workers (lock free, lease stale) now", [](CLI::App& sub) {
+const Registration reg("recover", "returns jobs of dead workers (lock free, lease stale) and replays journals of dead processes now", [](CLI::App& sub) {
   auto timeout = std::make_shared<long>(30000);
   auto max_attempts = std::make_shared<int>(3);
   sub.add_option("--lease-timeout-ms", *timeout, "a lease older than this is stale")->capture_default_str();
@@ -18,7 +18,8 @@ const Registration reg("recover", "returns jobs of dead workers (lock free, leas
     auto q = open_queue(g, o);
     auto r = q.recover_orphans();
     std::cout << "requeued " << r.requeued << ", failed " << r.failed << ", cancelled "
-              << r.cancelled << ", cleaned " << r.cleaned << "\n";
+              << r.cancelled << ", cleaned " << r.cleaned << ", written again from journals " << r.replayed
+              << "\n";
     return int(kOk);
   });
 });

@@ -108,6 +108,7 @@ TEST_CASE("errors name the key and the value", "[config]") {
       {"[server]\ntls_cert = \"/c.pem\"\n" + kApp, "server.tls_key: required when server.tls_cert is set"},
       {"[server]\ntrusted_proxy = [1]\n" + kApp, "server.trusted_proxy[0]: expected string, got integer 1"},
       {"[queue]\nwakeup = \"sometimes\"\n" + kApp, "queue.wakeup: must be auto, inotify or poll, got \"sometimes\""},
+      {"[queue]\ncommit = \"never\"\n" + kApp, "queue.commit: must be auto, journal or fsync, got \"never\""},
       {"[queue]\nlease_only = \"yes\"\n" + kApp, "queue.lease_only: expected boolean, got string \"yes\""},
       {"[queue]\nsync_finish = 1\n" + kApp, "queue.sync_finish: expected boolean, got integer 1"},
       {"[log]\nlevel = \"loud\"\n" + kApp,
@@ -158,6 +159,7 @@ trusted_proxy = ["10.0.0.1"]
 read_timeout = "1500ms"
 [queue]
 wakeup = "poll"
+commit = "fsync"
 [[apps]]
 route = "/apps/a"
 application_id = "a"
@@ -181,6 +183,7 @@ analysis = { name = "stain" }
   CHECK(d.server.trusted_proxy == std::vector<std::string>{"10.0.0.1"});
   CHECK(d.server.read_timeout == 1500ms);
   CHECK(d.queue.wakeup == Wakeup::poll);
+  CHECK(d.queue.commit == Commit::fsync);
   REQUIRE(d.apps.size() == 2);
   CHECK(d.apps[0].input_type == InputType::taggedPolygon);
   CHECK(d.apps[0].input_tags == std::vector<std::string>{"tumour", "stroma"});
