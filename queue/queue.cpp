@@ -38,12 +38,8 @@ namespace {
 
 constexpr std::size_t kMaxJobBytes = 16u << 20;
 constexpr std::size_t kMaxLeaseBytes = 4096;
-// A journal segment is closed when it holds this much, or when it is older
-// than Options::checkpoint_interval; closed segments go at the next checkpoint.
-constexpr std::size_t kSegmentBytes = 1u << 20;
-// A segment another process left is read up to this size (a batch can
-// overrun kSegmentBytes once).
-constexpr std::size_t kMaxSegmentRead = 64u << 20;
+// A journal file another process left is read up to this size.
+constexpr std::size_t kMaxSegmentRead = 256u << 20;
 constexpr State kStates[] = {State::pending, State::active, State::done, State::failed,
                              State::cancelled};
 
@@ -242,15 +238,21 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   std::uint64_t j_added = 0, j_durable = 0;
   std::deque<JournalFailure> j_failures;
   bool j_writing = false;
-  // The open segment: touched by the writer of the moment (j_writing), or by
-  // the checkpointer with jm held while no one writes.
-  Fd j_fd;
-  fs::path j_path;
-  off_t j_size = 0;
-  int j_seq = 0;
-  std::int64_t j_opened_ns = 0;
-  std::string j_owner;                // this process's lease name
-  std::vector<fs::path> j_closed;     // segments waiting for a checkpoint
+  bool j_switch_wanted = false;      // the checkpointer waits for the writer
+  // Two files, journal/<lease>.0.jnl and .1.jnl, written in turn: records go
+  // to j_file[j_cur]; a checkpoint switches j_cur, syncfs()es, then
+  // truncates the other. They are never deleted while the process lives: on
+  // ext4 without a journal every recently deleted inode slows each later
+  // file creation near it. A slot is touched by the writer of the moment
+  // (j_writing) while it is current, by the checkpointer once it is not.
+  struct JournalFile {
+    Fd fd;
+    fs::path path;
+    off_t size = 0;
+  };
+  JournalFile j_file[2];
+  int j_cur = 0;
+  std::string j_owner;  // this process's lease name
   std::thread j_thread;
   bool j_stop = false;
 
@@ -477,7 +479,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   void journal_commit(const std::string& record) {
     std::unique_lock lk(jm);
     if (!j_thread.joinable()) {
-      // The lease names the segments, and its heartbeat tells recovery on
+      // The lease names the journal, and its heartbeat tells recovery on
       // other hosts that this process lives.
       j_owner = own_lease();
       hb_ensure();
@@ -491,7 +493,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
           if (mine > f.from && mine <= f.to) throw QueueError(f.what);
         return;
       }
-      if (j_writing) {
+      if (j_writing || j_switch_wanted) {
         jcv.wait(lk);
         continue;
       }
@@ -499,10 +501,11 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
       std::string batch;
       batch.swap(j_waiting);
       std::uint64_t from = j_durable, upto = j_added;
+      JournalFile& file = j_file[j_cur];
       lk.unlock();
       std::string failure;
       try {
-        journal_write(batch);
+        journal_write(file, batch);
       } catch (const std::exception& e) {
         failure = e.what();
       }
@@ -517,68 +520,58 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     }
   }
 
-  void journal_write(const std::string& batch) {  // j_writing is ours
-    if (j_fd && (j_size + static_cast<off_t>(batch.size()) > static_cast<off_t>(kSegmentBytes) ||
-                 posix::now_ns() - j_opened_ns >= std::chrono::nanoseconds(opt.checkpoint_interval).count())) {
-      std::lock_guard lk(jm);
-      close_segment();
-    }
-    if (!j_fd) {
-      j_path = journal_dir() / (j_owner + "." + std::to_string(++j_seq) + ".jnl");
-      Fd fd(::open(j_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-      if (!fd) posix::fail(j_path, "create journal", errno);
+  // One pwrite and one fdatasync for a batch. After a failure the size is
+  // not advanced: the next batch overwrites whatever part reached the file.
+  void journal_write(JournalFile& f, const std::string& batch) {
+    if (!f.fd) {
+      f.path = journal_dir() / (j_owner + "." + std::to_string(&f - j_file) + ".jnl");
+      Fd fd(::open(f.path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600));
+      if (!fd) posix::fail(f.path, "create journal", errno);
       posix::fsync_dir(journal_dir());
-      j_fd = std::move(fd);
-      j_size = 0;
-      j_opened_ns = posix::now_ns();
+      f.fd = std::move(fd);
+      f.size = 0;
     }
-    try {
-      posix::write_at(j_fd.get(), j_path, batch, j_size);
-      if (::fdatasync(j_fd.get()) != 0) posix::fail(j_path, "fdatasync", errno);
-    } catch (...) {
-      // How much of the batch is on disk is unknown: the next one starts a
-      // new segment.
-      std::lock_guard lk(jm);
-      close_segment();
-      throw;
-    }
-    j_size += static_cast<off_t>(batch.size());
+    posix::write_at(f.fd.get(), f.path, batch, f.size);
+    if (::fdatasync(f.fd.get()) != 0) posix::fail(f.path, "fdatasync", errno);
+    f.size += static_cast<off_t>(batch.size());
   }
 
-  void close_segment() {  // jm held, and the caller writes or no one does
-    if (!j_fd) return;
-    j_fd.reset();
-    j_closed.push_back(j_path);
-    j_size = 0;
-  }
-
-  // Every checkpoint_interval: close the segment if it is old, make every file written
-  // before that durable with one syncfs, then remove the closed segments.
+  // Every checkpoint_interval: switch files, make every job file written
+  // before the switch durable with one syncfs, then empty the old file. At
+  // the end (the queue closes) both files go.
   void checkpoint_loop() {
-    std::unique_lock lk(jm);
+    bool old_unsynced = false;  // the other file still holds records not checkpointed
     for (;;) {
-      j_tick.wait_for(lk, opt.checkpoint_interval, [this] { return j_stop; });
-      bool stopping = j_stop;
-      if (!j_writing && j_fd &&
-          (stopping || posix::now_ns() - j_opened_ns >= std::chrono::nanoseconds(opt.checkpoint_interval).count()))
-        close_segment();
-      std::vector<fs::path> closed;
-      closed.swap(j_closed);
-      if (!closed.empty()) {
-        lk.unlock();
-        bool synced = syncfs_queue();
-        if (synced)
-          for (auto& p : closed) {
-            try {
-              posix::unlink_file(p);
-            } catch (const QueueError& e) {
-              logger()->warn("{}", e.what());
-            }
-          }
-        lk.lock();
-        if (!synced) j_closed.insert(j_closed.begin(), closed.begin(), closed.end());
+      bool stopping;
+      {
+        std::unique_lock lk(jm);
+        j_tick.wait_for(lk, opt.checkpoint_interval, [this] { return j_stop; });
+        stopping = j_stop;
+        if (!old_unsynced && j_file[j_cur].size > 0) {
+          j_switch_wanted = true;
+          jcv.wait(lk, [this] { return !j_writing; });
+          j_cur = 1 - j_cur;
+          j_switch_wanted = false;
+          old_unsynced = true;
+          jcv.notify_all();
+        }
       }
-      if (stopping) return;
+      if (old_unsynced && syncfs_queue()) {
+        JournalFile& old = j_file[1 - j_cur];  // not current: only this thread touches it
+        if (::ftruncate(old.fd.get(), 0) != 0)
+          logger()->warn("{}: truncate: {}", old.path.string(), std::strerror(errno));
+        old.size = 0;
+        old_unsynced = false;
+      }
+      if (stopping) {
+        if (old_unsynced) return;  // kept: replayed once this process is gone
+        for (auto& f : j_file)
+          if (f.fd) {
+            f.fd.reset();
+            posix::unlink_file(f.path);
+          }
+        return;
+      }
     }
   }
 

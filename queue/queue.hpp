@@ -68,20 +68,21 @@ struct Options {
   bool sync_finish = false;
   // How an enqueue is made durable before it returns.
   //  journal: the job file is written without fsync, and its record is
-  //    appended to this process's journal (journal/<lease>.<n>.jnl) with one
-  //    fdatasync shared by every enqueue that arrives meanwhile. About once a
-  //    second (checkpoint_interval) a thread makes the job files durable with
-  //    one syncfs(2) and removes the journal written before it. After a power cut, recovery
-  //    (replay_journals, recover_orphans) writes again every journaled job
-  //    whose file was lost or torn.
+  //    appended to this process's journal (journal/<lease>.<0|1>.jnl) with
+  //    one fdatasync shared by every enqueue that arrives meanwhile. Every
+  //    checkpoint_interval a thread switches to the other file, makes the
+  //    job files durable with one syncfs(2) and empties the old file. After
+  //    a power cut, recovery (replay_journals, recover_orphans) writes again
+  //    every journaled job whose file was lost or torn.
   //  fsync: each job file and pending/ are fsynced (pending/ shared by
   //    concurrent enqueues).
   //  automatic: journal on a local filesystem; fsync on a network one, where
   //    syncfs is not known to reach the server's disk.
   Commit commit = Commit::automatic;
-  // How often the journal's checkpoint (syncfs, then removal) runs; also the
-  // longest a segment is written to.
-  std::chrono::milliseconds checkpoint_interval{1000};
+  // How often the journal's checkpoint runs (switch files, syncfs, empty the
+  // old one) while there are new records. Shorter: smaller bursts of
+  // writeback competing with the journal's fdatasync.
+  std::chrono::milliseconds checkpoint_interval{250};
 };
 
 // What the server enqueues. (app_id, slide_key) is the coalescing key.
