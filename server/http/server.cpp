@@ -5,6 +5,7 @@
 // file ranges) written by the session itself, so a file of any size streams
 // through one fixed buffer.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -754,6 +755,9 @@ void Core::on_accept(beast::error_code ec, tcp::socket socket) {
 }
 
 Server::Server(Options options, Handler handler) : impl_(std::make_unique<Impl>()) {
+  // sendfile(2) has no MSG_NOSIGNAL: a client that hangs up during a file
+  // answer would end the whole process with SIGPIPE. EPIPE is handled.
+  ::signal(SIGPIPE, SIG_IGN);
   impl_->options = std::move(options);
   impl_->handler = std::move(handler);
   if (impl_->options.io_threads == 0) impl_->options.io_threads = 1;

@@ -421,6 +421,8 @@ TEST_CASE("a cancel from DPAT stops the running job: cancelled/ and \"analysis c
   REQUIRE(cancelled.size() == 1);
   CHECK(s.jobs(q::State::done).empty());
   CHECK(s.jobs(q::State::active).empty());
+  INFO("dpatsim: " << s.sim->stderr_text());
+  if (!s.sim->running()) FAIL("dpatsim exited, code " << s.sim->wait(0ms).value_or(-1));
   auto r = s.wait_final({"s0"}, 60s);
   REQUIRE(r.by_slide.at("s0").size() == 1);
   CHECK(display(r.by_slide.at("s0").front()).find("analysis cancelled") != std::string::npos);

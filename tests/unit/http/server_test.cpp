@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <future>
@@ -351,6 +352,36 @@ TEST_CASE("file ranges and strings stream byte-exact", "[http]") {
   auto missing = ht::http("GET", url(s, "/missing"));
   CHECK(missing.status == 500);
   CHECK(missing.body.find("missing.bin") != std::string::npos);
+}
+
+TEST_CASE("a client hanging up during a file answer (sendfile) does not end the process", "[http]") {
+  // sendfile(2) raises SIGPIPE on a closed connection: the server must not
+  // die of it (this process is the server; the default action is restored
+  // so that an inherited "ignore" cannot hide the fault).
+  ::signal(SIGPIPE, SIG_DFL);
+  test::TempDir dir("http-pipe");
+  auto path = dir / "big.bin";
+  { std::ofstream(path, std::ios::binary).put('x'); }
+  std::filesystem::resize_file(path, 64u << 20);  // sparse: more than the socket buffers hold
+  http::Server s({}, [&](http::Request&&, http::Responder r) {
+    http::Response res;
+    res.headers = {{"Content-Type", "application/octet-stream"}};
+    res.body.emplace_back(http::FileRange{path, 0, 64u << 20});
+    r(std::move(res));
+  });
+  s.start();
+  for (int round = 0; round < 3; ++round) {
+    Raw raw(s.port());
+    REQUIRE(raw.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n"));
+    char buf[4096];
+    REQUIRE(::recv(raw.fd(), buf, sizeof buf, 0) > 0);  // the answer has started
+    linger l{1, 0};  // close with a reset: the next sendfile fails at once
+    ::setsockopt(raw.fd(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
+  for (int i = 0; i < 500 && s.open_connections() > 0; ++i) std::this_thread::sleep_for(10ms);
+  CHECK(s.open_connections() == 0);
+  auto after = ht::http("GET", url(s, "/again"));  // still serving
+  CHECK(after.status == 200);
 }
 
 TEST_CASE("stop lets a request in flight finish, then refuses new ones", "[http]") {
