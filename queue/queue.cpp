@@ -562,6 +562,10 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
           logger()->warn("{}: truncate: {}", old.path.string(), std::strerror(errno));
         old.size = 0;
         old_unsynced = false;
+        // Removed under us (a replayer that took this process for dead after
+        // its lease went stale on a share): made again when next written.
+        struct ::stat st {};
+        if (::fstat(old.fd.get(), &st) == 0 && st.st_nlink == 0) old.fd.reset();
       }
       if (stopping) {
         if (old_unsynced) return;  // kept: replayed once this process is gone
