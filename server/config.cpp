@@ -89,6 +89,41 @@ void read_string(const toml::table& t, std::string_view key, const std::string& 
   out = n->as_string()->get();
 }
 
+// The names of an enum's values in the file, in the order errors list them.
+template <class E>
+struct Named {
+  std::string_view name;
+  E value;
+};
+constexpr Named<InputType> kInputTypes[] = {{"wholeSlide", InputType::wholeSlide},
+                                            {"taggedPolygon", InputType::taggedPolygon},
+                                            {"multiArea", InputType::multiArea}};
+constexpr Named<Wakeup> kWakeups[] = {{"auto", Wakeup::auto_}, {"inotify", Wakeup::inotify}, {"poll", Wakeup::poll}};
+constexpr Named<Commit> kCommits[] = {{"auto", Commit::auto_}, {"journal", Commit::journal}, {"fsync", Commit::fsync}};
+
+template <class E, std::size_t N>
+std::string_view name_of(const Named<E> (&names)[N], E value) {
+  for (const auto& n : names)
+    if (n.value == value) return n.name;
+  return names[0].name;
+}
+
+// A string that must be one of names: "must be a, b or c, got \"x\"" otherwise.
+template <class E, std::size_t N>
+void read_choice(const toml::table& t, std::string_view key, const std::string& path, const Named<E> (&names)[N],
+                 E& out) {
+  std::string s(name_of(names, out));
+  read_string(t, key, path, s);
+  for (const auto& n : names)
+    if (n.name == s) {
+      out = n.value;
+      return;
+    }
+  std::string list;
+  for (std::size_t i = 0; i < N; ++i) list += (i == 0 ? "" : i + 1 == N ? " or " : ", ") + std::string(names[i].name);
+  throw ConfigError(join(path, key), "must be " + list + ", got " + quote_str(s));
+}
+
 void read_path(const toml::table& t, std::string_view key, const std::string& path,
                std::filesystem::path& out) {
   std::string s = out.string();
@@ -264,13 +299,7 @@ void read_app(const toml::table& t, const std::string& path, AppConfig& app) {
   if (auto it = table_at(t, "input_template", path)) {
     const std::string ip = join(path, "input_template");
     check_keys(*it, ip, {"type", "tags"});
-    std::string type = std::string(to_string(app.input_type));
-    read_string(*it, "type", ip, type);
-    if (type == "wholeSlide") app.input_type = InputType::wholeSlide;
-    else if (type == "taggedPolygon") app.input_type = InputType::taggedPolygon;
-    else if (type == "multiArea") app.input_type = InputType::multiArea;
-    else
-      throw ConfigError(join(ip, "type"), "must be wholeSlide, taggedPolygon or multiArea, got " + quote_str(type));
+    read_choice(*it, "type", ip, kInputTypes, app.input_type);
     read_strings(*it, "tags", ip, app.input_tags);
   }
   read_object(t, "context", path, app.context);
@@ -338,22 +367,12 @@ Config from_table(const toml::table& root) {
     const std::string p = "queue";
     check_keys(*t, p, {"dir", "wakeup", "lease_timeout", "max_attempts", "lease_only", "sync_finish", "commit"});
     read_path(*t, "dir", p, c.queue.dir);
-    std::string w = std::string(to_string(c.queue.wakeup));
-    read_string(*t, "wakeup", p, w);
-    if (w == "auto") c.queue.wakeup = Wakeup::auto_;
-    else if (w == "inotify") c.queue.wakeup = Wakeup::inotify;
-    else if (w == "poll") c.queue.wakeup = Wakeup::poll;
-    else throw ConfigError("queue.wakeup", "must be auto, inotify or poll, got " + quote_str(w));
+    read_choice(*t, "wakeup", p, kWakeups, c.queue.wakeup);
     read_duration(*t, "lease_timeout", p, c.queue.lease_timeout, 1s);
     read_uint(*t, "max_attempts", p, c.queue.max_attempts, 1, 1000);
     read_bool(*t, "lease_only", p, c.queue.lease_only);
     read_bool(*t, "sync_finish", p, c.queue.sync_finish);
-    std::string cm = std::string(to_string(c.queue.commit));
-    read_string(*t, "commit", p, cm);
-    if (cm == "auto") c.queue.commit = Commit::auto_;
-    else if (cm == "journal") c.queue.commit = Commit::journal;
-    else if (cm == "fsync") c.queue.commit = Commit::fsync;
-    else throw ConfigError("queue.commit", "must be auto, journal or fsync, got " + quote_str(cm));
+    read_choice(*t, "commit", p, kCommits, c.queue.commit);
   }
   if (c.queue.dir.empty()) throw ConfigError("queue.dir", "must not be empty");
 
@@ -594,32 +613,9 @@ std::string format_duration(Duration d) {
   return std::to_string(ms) + "ms";
 }
 
-std::string_view to_string(InputType t) {
-  switch (t) {
-    case InputType::wholeSlide: return "wholeSlide";
-    case InputType::taggedPolygon: return "taggedPolygon";
-    case InputType::multiArea: return "multiArea";
-  }
-  return "wholeSlide";
-}
-
-std::string_view to_string(Wakeup w) {
-  switch (w) {
-    case Wakeup::auto_: return "auto";
-    case Wakeup::inotify: return "inotify";
-    case Wakeup::poll: return "poll";
-  }
-  return "auto";
-}
-
-std::string_view to_string(Commit c) {
-  switch (c) {
-    case Commit::auto_: return "auto";
-    case Commit::journal: return "journal";
-    case Commit::fsync: return "fsync";
-  }
-  return "auto";
-}
+std::string_view to_string(InputType t) { return name_of(kInputTypes, t); }
+std::string_view to_string(Wakeup w) { return name_of(kWakeups, w); }
+std::string_view to_string(Commit c) { return name_of(kCommits, c); }
 
 const AppConfig* Config::find_app_by_id(std::string_view id) const {
   for (auto& a : apps)
