@@ -177,7 +177,8 @@ int main(int argc, char** argv) {
     Child sim(sim_argv, dir, "dpatsim");
     fs::path qdir = queue_dir.empty() ? dir / "queue" : fs::path(queue_dir) / dir.filename();
     // Each create writes a file: what one costs on this filesystem now.
-    double create_us = iaserve::bench::create_cost_us(qdir.parent_path() / (dir.filename().string() + "-create-cost"), 2000);
+    const fs::path cost_dir = qdir.parent_path() / (dir.filename().string() + "-create-cost");
+    double create_us = iaserve::bench::create_cost_us(cost_dir, 2000);
     std::string cb = sim.url();
 
     std::ofstream(dir / "iaserve.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nio_threads = " << io_threads
@@ -264,7 +265,7 @@ int main(int argc, char** argv) {
     std::error_code qec;
     if (!queue_dir.empty()) {
       fs::remove_all(qdir, qec);
-      fs::remove_all(qdir.parent_path() / (dir.filename().string() + "-create-cost"), qec);
+      fs::remove_all(cost_dir, qec);
     }
     std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", rate);
     std::printf(
