@@ -6,10 +6,13 @@
 
 namespace iaserve::iaapi {
 
-std::string utc_now_iso() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+std::string format_utc(std::chrono::system_clock::time_point when) {
+  std::time_t t = std::chrono::system_clock::to_time_t(when);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(when.time_since_epoch()).count() % 1000;
+  if (ms < 0) {  // before 1970: to_time_t rounded toward zero
+    ms += 1000;
+    t -= 1;
+  }
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[96];
@@ -17,5 +20,7 @@ std::string utc_now_iso() {
                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
   return buf;
 }
+
+std::string utc_now_iso() { return format_utc(std::chrono::system_clock::now()); }
 
 }  // namespace iaserve::iaapi
