@@ -1534,6 +1534,62 @@ std::vector<Job> Queue::list(State state) const {
   return out;
 }
 
+std::vector<Job> Queue::recent(State state, std::size_t n) const {
+  auto& q = *impl_;
+  std::vector<std::pair<std::int64_t, std::string>> by_time;
+  for (auto& id : q.job_ids(state))
+    if (auto p = record::parse_id(id)) by_time.emplace_back(p->time_ns, std::move(id));
+  n = std::min(n, by_time.size());
+  std::partial_sort(by_time.begin(), by_time.begin() + static_cast<std::ptrdiff_t>(n), by_time.end(),
+                    [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<Job> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::string& id = by_time[i].second;
+    try {
+      auto f = q.read_job(state, id);
+      if (!f) continue;  // moved on meanwhile
+      if (state == State::active) {
+        if (auto l = q.read_lease(*f)) f->job.lease = l->lease;
+        f->job.cancel_requested = posix::path_exists(q.mark_path(id));
+      }
+      out.push_back(std::move(f->job));
+    } catch (const QueueError& e) {
+      Job j;
+      j.id = id;
+      j.state = state;
+      j.last_error = e.what();
+      out.push_back(std::move(j));
+    }
+  }
+  return out;
+}
+
+std::vector<Process> Queue::processes() const {
+  auto& q = *impl_;
+  std::vector<Process> out;
+  auto now = std::chrono::system_clock::now();
+  for (auto& n : posix::list_dir(q.dir / "leases")) {
+    constexpr std::string_view kExt = ".lease";
+    if (n.size() <= kExt.size() || n.compare(n.size() - kExt.size(), kExt.size(), kExt) != 0) continue;
+    std::optional<std::string> text;
+    try {
+      text = posix::read_file(q.dir / "leases" / n, kMaxLeaseBytes);
+    } catch (const QueueError&) {
+      continue;  // oversized or unreadable: not a lease this code wrote
+    }
+    if (!text) continue;
+    auto l = record::decode_lease(*text);
+    if (!l) continue;
+    Process p;
+    p.name = n.substr(0, n.size() - kExt.size());
+    p.lease = l->lease;
+    p.stale = now - p.lease.time > q.opt.lease_timeout;
+    out.push_back(std::move(p));
+  }
+  std::sort(out.begin(), out.end(), [](const Process& a, const Process& b) { return a.name < b.name; });
+  return out;
+}
+
 std::optional<Job> Queue::find(const std::string& job_id) const {
   auto& q = *impl_;
   if (!safe_id(job_id)) return std::nullopt;

@@ -121,6 +121,15 @@ struct Stats {
   std::vector<Job> active_jobs;  // with lease (host, pid, time) when readable
 };
 
+// A process that holds a lease in leases/: a worker that claimed, or a
+// server that enqueued. Its heartbeat thread rewrites the lease every
+// lease_interval while it lives.
+struct Process {
+  std::string name;  // the lease's file name without ".lease"
+  Lease lease;       // host, pid, last heartbeat
+  bool stale = false;  // heartbeat older than lease_timeout
+};
+
 struct RecoverReport {
   std::size_t requeued = 0;  // back to pending, attempts + 1
   std::size_t failed = 0;    // past max_attempts
@@ -232,6 +241,11 @@ class Queue {
   Stats stats() const;
   // Jobs of one state, in id order (the claim order for pending).
   std::vector<Job> list(State state) const;
+  // The newest (by enqueue time) at most n jobs of one state, newest
+  // first. Reads only those files, so a large done/ costs one listing.
+  std::vector<Job> recent(State state, std::size_t n) const;
+  // Every process with a lease file, by name; unreadable leases are skipped.
+  std::vector<Process> processes() const;
   // The job in whatever state it is.
   std::optional<Job> find(const std::string& job_id) const;
 

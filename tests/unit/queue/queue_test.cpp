@@ -187,6 +187,43 @@ TEST_CASE("enqueue writes one 0600 file; claims go by priority, then age", "[que
   CHECK(q.stats().done == 3);
 }
 
+TEST_CASE("recent gives the newest jobs of a state; processes lists the leases", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  CHECK(q.recent(State::done, 5).empty());
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    ids.push_back(q.enqueue(spec("s" + std::to_string(i), i % 2 ? 7 : 0)));  // priority does not reorder it
+    std::this_thread::sleep_for(2ms);
+  }
+  auto newest = q.recent(State::pending, 3);
+  REQUIRE(newest.size() == 3);
+  CHECK(newest[0].id == ids[5]);
+  CHECK(newest[1].id == ids[4]);
+  CHECK(newest[2].id == ids[3]);
+  CHECK(newest[0].slide_key == "s5");
+  CHECK(q.recent(State::pending, 100).size() == 6);
+  CHECK(q.recent(State::pending, 0).empty());
+
+  auto claim = q.try_claim();
+  REQUIRE(claim);
+  claim->complete(json::object{{"displayResult", "ok"}});
+  auto done = q.recent(State::done, 10);
+  REQUIRE(done.size() == 1);
+  CHECK(done[0].summary.at("displayResult") == "ok");
+  CHECK(done[0].finished.time_since_epoch().count() != 0);
+
+  // This process claimed: its lease, fresh, with its pid. A file that is not
+  // a lease is left out.
+  std::ofstream(t / "q" / "leases" / "junk.lease") << "not json";
+  auto procs = q.processes();
+  REQUIRE(procs.size() == 1);
+  CHECK(procs[0].lease.pid == ::getpid());
+  CHECK_FALSE(procs[0].stale);
+  CHECK(files(t / "q" / "leases", "").size() == 2);
+  claim.reset();
+}
+
 TEST_CASE("claim, lease, complete: active then done, nothing deleted on the way", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());
