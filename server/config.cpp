@@ -343,7 +343,8 @@ Config from_table(const toml::table& root) {
     auto& s = c.server;
     check_keys(*t, p,
                {"listen", "io_threads", "body_limit", "read_timeout", "idle_timeout", "tls_cert", "tls_key",
-                "trusted_proxy", "callback_pool_threads", "max_pending_callbacks", "json_max_depth"});
+                "trusted_proxy", "callback_pool_threads", "max_pending_callbacks", "json_max_depth",
+                "status_page"});
     read_string(*t, "listen", p, s.listen);
     read_uint(*t, "io_threads", p, s.io_threads, 1, 256);
     read_size(*t, "body_limit", p, s.body_limit, 1024, 1ull << 30);
@@ -355,6 +356,7 @@ Config from_table(const toml::table& root) {
     read_uint(*t, "callback_pool_threads", p, s.callback_pool_threads, 1, 1024);
     read_uint(*t, "max_pending_callbacks", p, s.max_pending_callbacks, 1, 1u << 20);
     read_uint(*t, "json_max_depth", p, s.json_max_depth, 4, 1024);
+    read_bool(*t, "status_page", p, s.status_page);
   }
   check_listen("server.listen", c.server.listen);
   if (c.server.tls_cert.empty() != c.server.tls_key.empty())
@@ -666,7 +668,8 @@ std::string describe(const Config& c) {
                 {"tls_key", c.server.tls_key.string()},
                 {"callback_pool_threads", static_cast<std::int64_t>(c.server.callback_pool_threads)},
                 {"max_pending_callbacks", static_cast<std::int64_t>(c.server.max_pending_callbacks)},
-                {"json_max_depth", static_cast<std::int64_t>(c.server.json_max_depth)}};
+                {"json_max_depth", static_cast<std::int64_t>(c.server.json_max_depth)},
+                {"status_page", c.server.status_page}};
   s.insert("trusted_proxy", to_array(c.server.trusted_proxy));
   root.insert("server", std::move(s));
   root.insert("queue", toml::table{{"dir", c.queue.dir.string()},

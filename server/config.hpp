@@ -51,6 +51,9 @@ struct ServerConfig {
   unsigned callback_pool_threads = 16;        // threads calling DPAT back for create/modify
   unsigned max_pending_callbacks = 256;       // waiting on that pool; past it 503
   unsigned json_max_depth = 64;               // deeper request bodies get 400
+  // GET /status: a page of the queue, the processes and recent jobs with
+  // their pictures (and /status.json behind it). Off = 404 there.
+  bool status_page = true;
 };
 
 enum class Wakeup { auto_, inotify, poll };

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -20,6 +21,7 @@
 #include "server/job_payload.hpp"
 #include "server/metrics.hpp"
 #include "server/options.hpp"
+#include "server/status.hpp"
 
 namespace iaserve::server {
 namespace {
@@ -149,6 +151,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   iaapi::ClientOptions client_opts;
   ThreadPool pool;  // enqueue + callbacks of one request
   SlideSizes slide_sizes;
+  const std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
   std::mutex queue_mutex;
   std::shared_ptr<queue::Queue> queue;
@@ -250,8 +253,10 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   std::string route_label(const std::string& path) const {
     std::string_view p = path;
     if (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
-    for (std::string_view fixed : {"/", "/healthz", "/readyz", "/metrics"})
+    for (std::string_view fixed : {"/", "/healthz", "/readyz", "/metrics", "/status", "/status.json", "/status.js",
+                                   "/status.css"})
       if (p == fixed) return std::string(fixed);
+    if (p.rfind("/status/slides/", 0) == 0) return "/status/slides";
     for (const auto& app : config.apps) {
       if (p == app.route) return app.route;
       if (p == app.route + "/info") return app.route + "/info";
@@ -284,6 +289,11 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
     if (path == "/metrics") {
       if (only("GET")) metrics_answer(call);
+      return;
+    }
+    if (config.server.status_page && (path == "/status" || path.rfind("/status.", 0) == 0 ||
+                                      path.rfind("/status/slides/", 0) == 0)) {
+      if (only("GET")) status_route(call, path);
       return;
     }
     for (const auto& app : config.apps) {
@@ -325,6 +335,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
                                          {"softwareVersion", kSoftwareVersion},
                                          {"apiVersion", kApiVersion},
                                          {"minApiVersion", kMinApiVersion},
+                                         {"statusPage", config.server.status_page ? json::value("/status") : nullptr},
                                          {"apps", std::move(apps)}});
   }
 
@@ -366,6 +377,64 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       extra += "iaserve_callback_pool_queued " + std::to_string(pool.queued()) + "\n";
       call->answer(http::Response::text(200, "text/plain; version=0.0.4", metrics.render(extra)));
     });
+  }
+
+  // The status page: its three files from memory, the snapshot and the
+  // pictures from disk (on the pool: the queue folder may be a share).
+  void status_route(const CallPtr& call, const std::string& path) {
+    auto page = [](std::string type, std::string_view body) {
+      return http::Response::text(200, std::move(type), std::string(body))
+          .header("Content-Security-Policy",
+                  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'")
+          .header("X-Content-Type-Options", "nosniff")
+          .header("Cache-Control", "no-cache");
+    };
+    if (path == "/status") return call->answer(page("text/html; charset=utf-8", status::page_html()));
+    if (path == "/status.js") return call->answer(page("text/javascript; charset=utf-8", status::page_js()));
+    if (path == "/status.css") return call->answer(page("text/css; charset=utf-8", status::page_css()));
+    if (path == "/status.json") {
+      on_pool(call, [this, call] {
+        status::Snapshot snap;
+        snap.config = &config;
+        snap.started = started;
+        auto q = get_queue(&snap.queue_error);
+        snap.queue = q.get();
+        try {
+          call->answer(json_answer(200, status::snapshot(snap)).header("Cache-Control", "no-store"));
+        } catch (const std::exception& e) {  // the folder went away meanwhile
+          call->answer(error_answer(503, "queue folder " + config.queue.dir.string() + ": " + e.what()));
+        }
+      });
+      return;
+    }
+    constexpr std::string_view kSlides = "/status/slides/";
+    if (path.rfind(kSlides, 0) == 0) {
+      std::string rest = path.substr(kSlides.size());
+      on_pool(call, [this, call, rest] {
+        constexpr std::uintmax_t kMaxPicture = 64u << 20;
+        auto file = status::picture(config.data.dir, rest);
+        std::error_code ec;
+        auto size = file ? std::filesystem::file_size(*file, ec) : 0;
+        std::string bytes;
+        if (file && !ec && size <= kMaxPicture) {
+          std::ifstream in(*file, std::ios::binary);
+          bytes.resize(size);
+          if (!in.read(bytes.data(), static_cast<std::streamsize>(size))) file.reset();
+        } else {
+          file.reset();
+        }
+        if (!file) {
+          call->answer(error_answer(404, "no picture " + rest.substr(0, 200) +
+                                             " (expected <slide key>/thumbnail.jpg or overlay.png in the data folder)"));
+          return;
+        }
+        call->answer(http::Response::text(200, std::string(status::picture_type(*file)), std::move(bytes))
+                         .header("X-Content-Type-Options", "nosniff")
+                         .header("Cache-Control", "no-cache"));
+      });
+      return;
+    }
+    call->answer(error_answer(404, "no route for " + path.substr(0, 200)));
   }
 
   json::value registration(const AppConfig& app, const http::Request& req) const {

@@ -90,6 +90,7 @@ struct Stack {
   TempDir dir{"iaserve-worker"};
   fs::path slides = dir / "slides";
   fs::path queue_dir = dir / "queue";
+  fs::path server_data = dir / "server-data";
   std::unique_ptr<Process> sim, server;
   std::map<std::string, std::unique_ptr<Process>> workers;
   std::string callback, sim_root, app_url;
@@ -105,17 +106,17 @@ struct Stack {
   }
   void start_server(std::vector<std::string> extra = {}, std::string listen = "127.0.0.1:0") {
     std::vector<std::string> argv{bin("iaserve"), "--config", config(), "--listen", listen, "--queue-dir",
-                                  queue_dir.string(), "--data-dir", (dir / "server-data").string()};
+                                  queue_dir.string(), "--data-dir", server_data.string()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     server = std::make_unique<Process>(argv);
     app_url = server->listening_url() + kRoute;
   }
   // A worker with its own data folder (as on its own host).
   std::vector<std::string> worker_argv(const std::string& name, std::vector<std::string> extra = {},
-                                       const std::string& queue = {}) const {
+                                       const std::string& queue = {}, const fs::path& data = {}) const {
     std::vector<std::string> argv{bin("iaworker"), "run", "--config", config(), "--queue-dir",
                                   queue.empty() ? queue_dir.string() : queue, "--data-dir",
-                                  (dir / ("data-" + name)).string(), "--host-id", name, "--set",
+                                  (data.empty() ? dir / ("data-" + name) : data).string(), "--host-id", name, "--set",
                                   "queue.lease_timeout=3s"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return argv;
@@ -287,6 +288,103 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
   CHECK(std::max(0.0, value_of("iaworker_step_seconds_count{step=\"analysis\"}")) == static_cast<double>(w1_jobs));
   CHECK(http_get(metrics_url + "/healthz").status == 200);
   CHECK(http_get(metrics_url + "/nothing").status == 404);
+}
+
+TEST_CASE("the status page shows the queue, the worker and the finished jobs with their pictures",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 2, 1024, 768);
+  s.start_sim();
+  s.start_server();
+  // On one host the server and the worker share the data folder: the page
+  // shows the worker's pictures from there.
+  s.workers["w1"] = std::make_unique<Process>(s.worker_argv("w1", {}, {}, s.server_data));
+  const std::string base = origin(s.app_url);
+  const auto ids = ids_of(2);
+  for (const auto& id : ids) s.create(id);
+  s.wait_final(ids, 120s);
+  REQUIRE(s.wait_jobs(q::State::done, 2, 60s).size() == 2);
+
+  auto page = http_get(base + "/status");
+  REQUIRE(page.status == 200);
+  CHECK(page.header("content-type").rfind("text/html", 0) == 0);
+  CHECK_THAT(page.header("content-security-policy"), Catch::Matchers::Contains("script-src 'self'"));
+  CHECK_THAT(page.body, Catch::Matchers::Contains("<script src=\"status.js\""));
+  auto js = http_get(base + "/status.js");
+  REQUIRE(js.status == 200);
+  CHECK(js.header("content-type").rfind("text/javascript", 0) == 0);
+  CHECK_THAT(js.body, Catch::Matchers::Contains("status.json"));
+  CHECK(js.body.find("innerHTML") == std::string::npos);  // outside text stays text
+  CHECK(http_get(base + "/status.css").status == 200);
+
+  auto snap = http_get(base + "/status.json");
+  REQUIRE(snap.status == 200);
+  INFO(snap.body);
+  CHECK(snap.body.find("\"token\"") == std::string::npos);
+  CHECK(snap.body.find("callbackInfo") == std::string::npos);
+  const json::object st = json::parse(snap.body).as_object();
+  CHECK(st.at("queue").at("done") == 2);
+  CHECK(st.at("queue").at("pending") == 0);
+  CHECK(st.at("server").at("apps").as_array().size() >= 1);
+
+  // The worker's lease, and the server's own (it enqueued). Leases name the
+  // machine's host name (flock and pid checks need it), not --host-id.
+  bool worker_seen = false, self_seen = false;
+  const std::int64_t worker_pid = s.workers.at("w1")->pid();
+  for (const auto& p : st.at("processes").as_array()) {
+    if (p.at("pid") == worker_pid && p.at("self") == false && p.at("stale") == false) worker_seen = true;
+    if (p.at("self") == true && p.at("pid") == st.at("server").at("pid")) self_seen = true;
+  }
+  CHECK(worker_seen);
+  CHECK(self_seen);
+
+  const auto& recent = st.at("recent").as_array();
+  REQUIRE(recent.size() == 2);
+  std::set<std::string> slides;
+  for (const auto& v : recent) {
+    const auto& j = v.as_object();
+    slides.insert(std::string(j.at("slideId").as_string()));
+    CHECK(j.at("state") == "done");
+    CHECK(j.at("host") == "w1");
+    CHECK(std::string(j.at("result").as_string()).rfind("Tissue ", 0) == 0);
+    CHECK(j.at("seconds").as_double() > 0);
+    const std::string key(j.at("slideKey").as_string());
+    for (const char* name : {"thumbnail", "overlay"}) {
+      INFO(name);
+      REQUIRE(j.at(name).is_string());
+      auto pic = http_get(base + "/" + std::string(j.at(name).as_string()));
+      REQUIRE(pic.status == 200);
+      const fs::path file = s.server_data / key / (name == std::string("thumbnail") ? "thumbnail.jpg" : "overlay.png");
+      std::ifstream in(file, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      CHECK(pic.body == bytes);
+      CHECK(pic.header("content-type") == (name == std::string("thumbnail") ? "image/jpeg" : "image/png"));
+    }
+  }
+  CHECK(slides == std::set<std::string>(ids.begin(), ids.end()));
+
+  // Only the two picture names of a plain slide key, nothing else there.
+  const std::string key = iaserve::iaapi::slide_key(ids[0]);
+  REQUIRE(fs::exists(s.server_data / key / "result.json"));
+  for (const std::string& bad : {key + "/result.json", key + "/metadata.json", std::string("..%2F..%2Fqueue/x.png"),
+                                 std::string(".hidden/overlay.png"), key, std::string("%2e%2e/overlay.png")}) {
+    INFO(bad);
+    auto a = http_get(base + "/status/slides/" + bad);
+    CHECK(a.status == 404);
+    CHECK(a.body.find("\"error\"") != std::string::npos);
+  }
+  CHECK(http("POST", base + "/status.json", "{}", {"Content-Type: application/json"}).status == 405);
+}
+
+TEST_CASE("status_page = false takes the page away", "[worker][integration]") {
+  Stack s;
+  s.start_server({"--set", "server.status_page=false"});
+  const std::string base = origin(s.app_url);
+  for (const char* path : {"/status", "/status.json", "/status.js"}) {
+    INFO(path);
+    CHECK(http_get(base + path).status == 404);
+  }
+  CHECK(http_get(base + "/healthz").status == 200);
 }
 
 TEST_CASE("with 10 % failing and some hanging callbacks every job still finishes", "[worker][integration]") {
