@@ -177,6 +177,9 @@ struct Descriptor {
   std::function<Outcome(Context&)> run;
   ActionHandler on_action;  // optional
   std::string version = "1";
+  // Optional: checks the validated parameters together (a required text, a
+  // program that must exist); throws ParameterError naming the parameter.
+  std::function<void(const Params&)> check;
 };
 
 // The built-in analyses, in order (registry.cpp).

@@ -296,6 +296,7 @@ Params validate_params(const Descriptor& d, const json::object& given) {
     const Parameter& p = parameter_of(d, k);
     out.set(p.name, from_json(p, v));
   }
+  if (d.check) d.check(out);
   return out;
 }
 
@@ -306,6 +307,7 @@ Params validate_params(const Descriptor& d,
     const Parameter& p = parameter_of(d, k);
     out.set(p.name, from_json(p, from_text(p, v)));
   }
+  if (d.check) d.check(out);
   return out;
 }
 

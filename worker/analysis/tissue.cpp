@@ -236,6 +236,7 @@ extern const Descriptor tissue_analysis{
     run,
     {},
     kVersion,
+    {},
 };
 
 }  // namespace iaserve::analysis
