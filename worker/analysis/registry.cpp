@@ -5,10 +5,12 @@
 namespace iaserve::analysis {
 
 extern const Descriptor tissue_analysis;
+extern const Descriptor exec_analysis;
 
 namespace {
 const Descriptor* const kAnalyses[] = {
     &tissue_analysis,
+    &exec_analysis,
 };
 }  // namespace
 

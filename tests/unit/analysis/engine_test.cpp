@@ -150,7 +150,7 @@ TEST_CASE("the time limit ends a slow analysis with a message", "[engine]") {
 
 TEST_CASE("errors of an analysis, an unknown name and bad parameters become messages", "[engine]") {
   SmallSlide sl;
-  CHECK(analysis::run_analysis("nope", sl.s, {}, {}).error == "unknown analysis \"nope\" (known: tissue)");
+  CHECK(analysis::run_analysis("nope", sl.s, {}, {}).error == "unknown analysis \"nope\" (known: tissue, exec)");
   const auto bad = analysis::run_analysis("tissue", sl.s, {}, {{"min_region_um2", -3}});
   CHECK(bad.status == analysis::RunStatus::failed);
   CHECK(bad.error == "parameter min_region_um2: -3 is below 0");

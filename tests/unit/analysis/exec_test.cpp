@@ -1,0 +1,207 @@
+// The `exec` analysis with real programs: small sh scripts written here and
+// the shipped example examples/exec/frame.sh, on a synthetic slide.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <chrono>
+#include <fstream>
+#include <thread>
+
+#include "tests/unit/analysis/slides.hpp"
+#include "worker/slide/slide.hpp"
+
+using namespace iaserve;
+using namespace iaserve::test;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct ExecSlide {
+  TempDir dir{"iaserve-exec"};
+  TruthSlide ts = make_slide(dir, "x.svs", {"--width", "3000", "--height", "2000", "--seed", "9"});
+  slide::Slide s = slide::Slide::open(ts.path);
+
+  // An executable sh script in the test folder.
+  std::string script(const std::string& name, const std::string& body) const {
+    fs::path p = dir / name;
+    std::ofstream(p) << "#!/bin/sh\n" << body;
+    ::chmod(p.c_str(), 0755);
+    return p.string();
+  }
+  analysis::RunReport run(const json::object& params, const analysis::Hooks& hooks = {},
+                          const analysis::Input& input = {}) const {
+    return analysis::run_analysis("exec", s, input, params, hooks);
+  }
+};
+
+bool process_gone(long pid) {
+  // Gone, or a zombie waiting for its reaper: either way it runs no more.
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  auto close = line.rfind(')');
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
+}  // namespace
+
+TEST_CASE("exec runs the shipped example: its result, outlines and progress", "[exec]") {
+  ExecSlide t;
+  std::vector<int> progress;
+  analysis::Hooks hooks;
+  hooks.progress = [&](int p) { progress.push_back(p); };
+  const std::string program = (source_dir() / "examples" / "exec" / "frame.sh").string();
+  auto r = t.run({{"command", program}, {"args", "--margin 10"}}, hooks);
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  const auto& o = *r.outcome;
+  CHECK(o.display_result == "Slide 3000 x 2000 px");
+  REQUIRE(o.display_properties.size() == 3);
+  CHECK(o.display_properties[0].first == "Width (px)");
+  CHECK(std::get<std::int64_t>(o.display_properties[0].second) == 3000);
+  CHECK(std::get<std::int64_t>(o.display_properties[2].second) == 10);
+  // One outline, 10 % in from each side, in level-0 px for the overlay and
+  // in image-width units in the IA-API content.
+  REQUIRE(o.overlay.size() == 1);
+  REQUIRE(o.overlay[0].rings.size() == 1);
+  const auto& ring = o.overlay[0].rings[0];
+  REQUIRE(ring.size() == 4);
+  CHECK(ring[0].x == 300);
+  CHECK(ring[0].y == 200);
+  CHECK(ring[2].x == 2700);
+  CHECK(ring[2].y == 1800);
+  CHECK(o.overlay[0].label == "middle");
+  CHECK(o.result_type == "primitive");
+  const auto& pts = o.content.at(0).at("polygons").at(0).at("points").as_array();
+  CHECK(pts.at(2).at("x").to_number<double>() == Approx(0.9));
+  CHECK(pts.at(2).at("y").to_number<double>() == Approx(1800.0 / 3000.0));
+  CHECK(progress == std::vector<int>{0, 50, 100});
+}
+
+TEST_CASE("exec hands the program the slide, the drawn regions, the parameters and a scratch folder", "[exec]") {
+  ExecSlide t;
+  const fs::path seen = t.dir / "job.json";
+  const std::string program = t.script("dump.sh", R"SH(cat > "$1"
+scratch=$(sed -n 's/.*"scratch":"\([^"]*\)".*/\1/p' "$1")
+test -d "$scratch" && touch "$scratch/mine" && echo "$scratch" > "$1.scratch"
+echo '{"result": {"displayResult": "seen"}}'
+)SH");
+  analysis::Input input;
+  input.type = analysis::InputType::tagged_polygon;
+  input.regions.push_back({{10, 20}, {500, 20}, {500, 400}});
+  auto r = t.run({{"command", program}, {"args", seen.string()}}, {}, input);
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  CHECK(r.outcome->display_result == "seen");
+  CHECK(r.outcome->content.as_array().empty());
+
+  std::ifstream in(seen);
+  const json::object job = json::parse(std::string(std::istreambuf_iterator<char>(in), {})).as_object();
+  CHECK(job.at("version") == 1);
+  CHECK(job.at("slide").at("path") == t.ts.path.c_str());
+  CHECK(job.at("slide").at("width") == 3000);
+  CHECK(job.at("slide").at("height") == 2000);
+  CHECK(job.at("slide").at("levels").as_array().size() == static_cast<std::size_t>(t.s.level_count()));
+  CHECK(job.at("input").at("type") == "taggedPolygon");
+  CHECK(json::serialize(job.at("input").at("regions")) == "[[[1E1,2E1],[5E2,2E1],[5E2,4E2]]]");
+  CHECK(job.at("params").at("args") == seen.c_str());
+  // The scratch folder existed while it ran and is gone after.
+  std::ifstream sc(seen.string() + ".scratch");
+  std::string scratch;
+  std::getline(sc, scratch);
+  REQUIRE_FALSE(scratch.empty());
+  CHECK_FALSE(fs::exists(scratch));
+}
+
+TEST_CASE("exec: a misbehaving program ends with a message that says how", "[exec]") {
+  ExecSlide t;
+  struct Case {
+    std::string name, body, expected;
+  };
+  const std::vector<Case> cases = {
+      {"exit3.sh", "echo 'model file missing' >&2\nexit 3\n", "exited with code 3; stderr: model file missing"},
+      {"noise.sh", "echo '{\"progress\": 5}'\necho 'loading weights'\n",
+       "stdout line 2 is not a JSON object: loading weights (print other text to stderr)"},
+      {"none.sh", "echo '{\"progress\": 5}'\n", "exited 0 without a {\"result\": ...} line on stdout"},
+      {"twice.sh", "echo '{\"result\": {\"displayResult\": \"a\"}}'\necho '{\"result\": {\"displayResult\": \"b\"}}'\n",
+       "stdout line 2: a second result"},
+      {"signal.sh", "echo 'about to crash' >&2\nkill -SEGV $$\n", "killed by signal Segmentation fault; stderr: about to crash"},
+      {"nodisplay.sh", "echo '{\"result\": {\"displayProperties\": {}}}'\n", "result.displayResult: expected a string"},
+      {"badpoly.sh", "echo '{\"result\": {\"displayResult\": \"x\", \"polygons\": [{\"points\": [[1,2],[3]]}]}}'\n",
+       "result.polygons[0].points[1]: expected [x, y]"},
+      {"other.sh", "echo '{\"hello\": 1}'\n", "stdout line 1: expected \"progress\" or \"result\""},
+  };
+  for (const auto& c : cases) {
+    INFO(c.name);
+    const std::string program = t.script(c.name, c.body);
+    auto r = t.run({{"command", program}});
+    CHECK(r.status == analysis::RunStatus::failed);
+    CHECK(r.error == "exec " + program + ": " + c.expected);
+  }
+  // Too much on stdout.
+  const std::string flood = t.script("flood.sh", "yes '{\"progress\": 1}' | head -c 3000000\n");
+  auto r = t.run({{"command", flood}, {"max_output_mb", 1}});
+  CHECK(r.status == analysis::RunStatus::failed);
+  CHECK(r.error == "exec " + flood + ": more than 1 MB on stdout (max_output_mb)");
+}
+
+TEST_CASE("exec: a missing or unrunnable program is a parameter error before any run", "[exec]") {
+  const auto* d = analysis::find("exec");
+  REQUIRE(d != nullptr);
+  auto error_of = [&](const json::object& p) -> std::string {
+    try {
+      analysis::validate_params(*d, p);
+    } catch (const analysis::ParameterError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(error_of({}) == "parameter command: required (the program to run)");
+  CHECK(error_of({{"command", "/nonexistent/model"}}) ==
+        "parameter command: \"/nonexistent/model\" is not an executable file (nor on PATH)");
+  TempDir dir;
+  const fs::path plain = dir / "model.txt";  // a file without execute bits
+  std::ofstream(plain) << "weights\n";
+  ::chmod(plain.c_str(), 0644);
+  CHECK(error_of({{"command", plain.string()}}) ==
+        "parameter command: \"" + plain.string() + "\" is not an executable file (nor on PATH)");
+  CHECK(error_of({{"command", dir.path().string()}}) ==
+        "parameter command: \"" + dir.path().string() + "\" is not an executable file (nor on PATH)");
+  CHECK(error_of({{"command", "sh"}}) == "no error");  // found on PATH
+}
+
+TEST_CASE("exec: the time limit and a cancel kill the program and what it started", "[exec]") {
+  ExecSlide t;
+  // It starts a child of its own (as a Python model may), then waits.
+  const fs::path pids = t.dir / "pids";
+  const std::string program =
+      t.script("hang.sh", "sleep 600 &\necho $! > \"$1\"\necho '{\"progress\": 10}'\nwait\n");
+  for (bool cancel : {false, true}) {
+    INFO((cancel ? "cancel" : "time limit"));
+    fs::remove(pids);
+    analysis::Hooks hooks;
+    bool stop = false;
+    if (cancel) {
+      hooks.progress = [&](int p) { stop = p >= 10; };
+      hooks.cancelled = [&] { return stop; };
+    } else {
+      hooks.time_limit = 1s;
+    }
+    auto r = t.run({{"command", program}, {"args", pids.string()}}, hooks);
+    CHECK(r.status == (cancel ? analysis::RunStatus::cancelled : analysis::RunStatus::timed_out));
+    CHECK(r.seconds < 60);
+    std::ifstream in(pids);
+    long pid = 0;
+    in >> pid;
+    REQUIRE(pid > 0);
+    // The grandchild went with its process group.
+    bool gone = false;
+    for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
+    CHECK(gone);
+    if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+  }
+}
