@@ -728,6 +728,27 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     return record::decode_lease(*text);
   }
 
+  // One job of a listing: with its lease and cancel mark when active; a file
+  // that does not parse as a job with only its id and the reason. nullopt
+  // when it left the state meanwhile.
+  std::optional<Job> listed_job(State state, const std::string& id) const {
+    try {
+      auto f = read_job(state, id);
+      if (!f) return std::nullopt;
+      if (state == State::active) {
+        if (auto l = read_lease(*f)) f->job.lease = l->lease;
+        f->job.cancel_requested = posix::path_exists(mark_path(id));
+      }
+      return std::move(f->job);
+    } catch (const QueueError& e) {
+      Job j;
+      j.id = id;
+      j.state = state;
+      j.last_error = e.what();
+      return j;
+    }
+  }
+
   // This process's lease, leases/<host>-<pid>-<random>.lease: made at its
   // first claim and rewritten in place by the heartbeat thread. One lease
   // per process, not per job: a job's claim record names it, so a claim
@@ -1512,25 +1533,9 @@ bool Queue::requeue(const std::string& job_id) {
 }
 
 std::vector<Job> Queue::list(State state) const {
-  auto& q = *impl_;
   std::vector<Job> out;
-  for (auto& id : q.job_ids(state)) {
-    try {
-      auto f = q.read_job(state, id);
-      if (!f) continue;
-      if (state == State::active) {
-        if (auto l = q.read_lease(*f)) f->job.lease = l->lease;
-        f->job.cancel_requested = posix::path_exists(q.mark_path(id));
-      }
-      out.push_back(std::move(f->job));
-    } catch (const QueueError& e) {
-      Job j;
-      j.id = id;
-      j.state = state;
-      j.last_error = e.what();
-      out.push_back(std::move(j));
-    }
-  }
+  for (auto& id : impl_->job_ids(state))
+    if (auto j = impl_->listed_job(state, id)) out.push_back(std::move(*j));
   return out;
 }
 
@@ -1543,24 +1548,8 @@ std::vector<Job> Queue::recent(State state, std::size_t n) const {
   std::partial_sort(by_time.begin(), by_time.begin() + static_cast<std::ptrdiff_t>(n), by_time.end(),
                     [](const auto& a, const auto& b) { return a.first > b.first; });
   std::vector<Job> out;
-  for (std::size_t i = 0; i < n; ++i) {
-    const std::string& id = by_time[i].second;
-    try {
-      auto f = q.read_job(state, id);
-      if (!f) continue;  // moved on meanwhile
-      if (state == State::active) {
-        if (auto l = q.read_lease(*f)) f->job.lease = l->lease;
-        f->job.cancel_requested = posix::path_exists(q.mark_path(id));
-      }
-      out.push_back(std::move(f->job));
-    } catch (const QueueError& e) {
-      Job j;
-      j.id = id;
-      j.state = state;
-      j.last_error = e.what();
-      out.push_back(std::move(j));
-    }
-  }
+  for (std::size_t i = 0; i < n; ++i)
+    if (auto j = q.listed_job(state, by_time[i].second)) out.push_back(std::move(*j));
   return out;
 }
 
