@@ -389,6 +389,10 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
           .header("X-Content-Type-Options", "nosniff")
           .header("Cache-Control", "no-cache");
     };
+    if (path == "/status" && call->path.size() > path.size()) {
+      // "/status/": its relative links would miss; the page lives at "/status".
+      return call->answer(http::Response::text(301, "text/plain", "moved to ../status\n").header("Location", "../status"));
+    }
     if (path == "/status") return call->answer(page("text/html; charset=utf-8", status::page_html()));
     if (path == "/status.js") return call->answer(page("text/javascript; charset=utf-8", status::page_js()));
     if (path == "/status.css") return call->answer(page("text/css; charset=utf-8", status::page_css()));

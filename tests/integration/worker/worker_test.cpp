@@ -316,6 +316,9 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
   CHECK_THAT(js.body, Catch::Matchers::Contains("status.json"));
   CHECK(js.body.find("innerHTML") == std::string::npos);  // outside text stays text
   CHECK(http_get(base + "/status.css").status == 200);
+  auto slash = http_get(base + "/status/");  // relative links need the page at /status
+  CHECK(slash.status == 301);
+  CHECK(slash.header("location") == "../status");
 
   auto snap = http_get(base + "/status.json");
   REQUIRE(snap.status == 200);
