@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <boost/json.hpp>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -95,7 +96,25 @@ struct Stack {
   std::map<std::string, std::unique_ptr<Process>> workers;
   std::string callback, sim_root, app_url;
 
-  std::string config() const { return (source_dir() / "examples" / "iaserve.toml").string(); }
+  fs::path config_file;  // empty: examples/iaserve.toml
+  std::string config() const {
+    return config_file.empty() ? (source_dir() / "examples" / "iaserve.toml").string() : config_file.string();
+  }
+  // examples/iaserve.toml with its app running `exec` on this program.
+  void use_exec(const std::string& command, const std::string& args) {
+    std::ifstream in(source_dir() / "examples" / "iaserve.toml");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto params = text.find("[apps.params]"), next = text.find("[apps.notifications]");
+    REQUIRE(params != std::string::npos);
+    REQUIRE(next != std::string::npos);
+    text = text.substr(0, params) + "[apps.params]\ncommand = \"" + command + "\"\nargs = \"" + args + "\"\n\n" +
+           text.substr(next);
+    const auto analysis = text.find("analysis = \"tissue\"");
+    REQUIRE(analysis != std::string::npos);
+    text.replace(analysis, std::string("analysis = \"tissue\"").size(), "analysis = \"exec\"");
+    config_file = dir / "exec.toml";
+    std::ofstream(config_file) << text;
+  }
 
   void start_sim(std::vector<std::string> extra = {}, std::string listen = "127.0.0.1:0") {
     std::vector<std::string> argv{bin("dpatsim"), "serve", "--slides", slides.string(), "--listen", listen};
@@ -377,6 +396,38 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
     CHECK(a.body.find("\"error\"") != std::string::npos);
   }
   CHECK(http("POST", base + "/status.json", "{}", {"Content-Type: application/json"}).status == 405);
+}
+
+TEST_CASE("an exec app: the program's result on the slide, its failure as the job's error", "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 2, 1024, 768);
+  // s1 makes the program fail: a wrapper that runs the example for s0 only.
+  const fs::path wrapper = s.dir / "model.sh";
+  std::ofstream(wrapper) << "#!/bin/sh\njob=$(cat)\ncase \"$job\" in *'/s1.svs\"'*|*'/s1\"'*) echo 'no model for s1' >&2; exit 3;; esac\n"
+                         << "printf '%s' \"$job\" | exec " << (source_dir() / "examples" / "exec" / "frame.sh").string()
+                         << " \"$@\"\n";
+  ::chmod(wrapper.c_str(), 0755);
+  s.use_exec(wrapper.string(), "--margin 20");
+  s.start_sim();
+  s.start_server();
+  s.start_worker("w1");
+  s.create("s0");
+  auto r = s.wait_final({"s0"}, 120s);
+  const auto& done = r.by_slide.at("s0").back();
+  CHECK(display(done) == "Slide 1024 x 768 px");
+  CHECK(done.at("displayProperties").at("Margin (%)") == 20);
+  const auto& pts = done.at("data").at("result").at("content").at(0).at("polygons").at(0).at("points").as_array();
+  CHECK(pts.at(0).at("x").to_number<double>() == Approx(204.0 / 1024.0));  // 20 % of 1024, whole px
+  REQUIRE(s.wait_jobs(q::State::done, 1, 60s).size() == 1);
+
+  s.create("s1");
+  auto failed = s.wait_jobs(q::State::failed, 1, 120s);
+  REQUIRE(failed.size() == 1);
+  INFO(failed.front().last_error);
+  CHECK_THAT(failed.front().last_error, Catch::Matchers::Contains("exited with code 3; stderr: no model for s1"));
+  // The pathologist sees it on the slide.
+  auto on_slide = results(s.sim_root).by_slide.at("s1").back();
+  CHECK_THAT(display(on_slide), Catch::Matchers::Contains("no model for s1"));
 }
 
 TEST_CASE("status_page = false takes the page away", "[worker][integration]") {
