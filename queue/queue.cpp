@@ -755,7 +755,8 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // creates no file beyond the job's lock file (and deletes none).
   void write_own_lease() {  // lease_m held
     auto path = lease_path(lease_name);
-    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now()}, lease_name};
+    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now(), opt.label.substr(0, 200)},
+                        lease_name};
     std::string text = record::encode_lease(l);
     struct ::stat st {};
     if (lease_fd && ::fstat(lease_fd.get(), &st) == 0 && st.st_nlink > 0) {

@@ -83,6 +83,9 @@ struct Options {
   // old one) while there are new records. Shorter: smaller bursts of
   // writeback competing with the journal's fdatasync.
   std::chrono::milliseconds checkpoint_interval{250};
+  // A name for this process in its lease, for people (status pages): the
+  // worker's host id, say. Host and pid stay what ownership checks use.
+  std::string label;
 };
 
 // What the server enqueues. (app_id, slide_key) is the coalescing key.
@@ -97,6 +100,7 @@ struct Lease {
   std::string host;
   long pid = 0;
   std::chrono::system_clock::time_point time;
+  std::string label;  // Options::label of that process; empty when it had none
 };
 
 struct Job {

@@ -257,6 +257,7 @@ std::string encode_lease(const LeaseFile& l) {
   o["pid"] = l.lease.pid;
   o["time_ns"] = to_ns(l.lease.time);
   o["run"] = l.run;
+  if (!l.lease.label.empty()) o["label"] = l.lease.label;
   return json::serialize(o);
 }
 
@@ -271,6 +272,7 @@ std::optional<LeaseFile> decode_lease(std::string_view text) {
     l.lease.pid = static_cast<long>(need_int(o, "pid"));
     l.lease.time = from_ns(need_int(o, "time_ns"));
     l.run = need_string(o, "run");
+    if (auto label = o.if_contains("label"); label && label->is_string()) l.lease.label = label->get_string();
     return l;
   } catch (const QueueError&) {
     return std::nullopt;

@@ -21,6 +21,7 @@ queue::Options queue_options(const Config& c) {
   }
   // The lease is refreshed well inside its timeout.
   o.lease_interval = std::max(std::chrono::milliseconds(100), c.queue.lease_timeout / 10);
+  o.label = "iaserve";  // (the listen port may be 0 here: host and pid tell servers apart)
   return o;
 }
 

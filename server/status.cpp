@@ -67,6 +67,7 @@ json::object job_view(const Config& config, const fs::path& data_dir, const queu
   if (j.lease) {
     o["host"] = j.lease->host;
     o["pid"] = j.lease->pid;
+    if (!j.lease->label.empty()) o["worker"] = j.lease->label;
   }
   if (j.state == queue::State::active) o["cancelRequested"] = j.cancel_requested;
   json::value thumb = nullptr, overlay = nullptr;
@@ -131,6 +132,7 @@ json::object snapshot(const Snapshot& s) {
       processes.push_back(json::object{{"name", p.name},
                                        {"host", p.lease.host},
                                        {"pid", p.lease.pid},
+                                       {"label", p.lease.label},
                                        {"heartbeat", iaapi::format_utc(p.lease.time)},
                                        {"heartbeatAgeSeconds", std::max(0.0, seconds_between(p.lease.time, now))},
                                        {"stale", p.stale},

@@ -30,11 +30,11 @@ std::string_view page_html() {
   </section>
   <section>
     <h2>Processes <span class="muted">(leases in the queue folder)</span></h2>
-    <table id="processes"><thead><tr><th>host</th><th>pid</th><th>heartbeat</th><th>running</th><th></th></tr></thead><tbody></tbody></table>
+    <table id="processes"><thead><tr><th>process</th><th>host</th><th>pid</th><th>heartbeat</th><th>running</th><th></th></tr></thead><tbody></tbody></table>
   </section>
   <section>
     <h2>Running</h2>
-    <table id="active"><thead><tr><th>slide</th><th>app</th><th>host</th><th>queued</th><th>attempts</th><th></th></tr></thead><tbody></tbody></table>
+    <table id="active"><thead><tr><th>slide</th><th>app</th><th>worker</th><th>queued</th><th>attempts</th><th></th></tr></thead><tbody></tbody></table>
   </section>
   <section>
     <h2>Latest finished</h2>
@@ -156,11 +156,11 @@ function render(s) {
     }
   }
   fill('processes', s.processes.map(p => [
-    p.host, p.pid, ago(p.heartbeatAgeSeconds), p.activeJobs,
+    p.label || p.name, p.host, p.pid, ago(p.heartbeatAgeSeconds), p.activeJobs,
     el('td', p.self ? 'this server' : (p.stale ? 'stale lease' : ''), p.stale ? 'stale' : 'muted')]),
-    5, 'no process holds a lease');
+    6, 'no process holds a lease');
   fill('active', s.active.map(j => [
-    el('td', j.slideId, 'slide'), j.appName || j.app, j.host ? j.host + ' (' + j.pid + ')' : '',
+    el('td', j.slideId, 'slide'), j.appName || j.app, j.worker || (j.host ? j.host + ' (' + j.pid + ')' : ''),
     since(j.enqueued, s.time), j.attempts, j.cancelRequested ? 'cancelling' : '']),
     6, 'nothing running');
   fill('recent', s.recent.map(j => [

@@ -78,6 +78,7 @@ worker::WorkerOptions worker_options(const server::Config& c) {
       std::max(std::chrono::seconds(1), std::chrono::duration_cast<std::chrono::seconds>(c.callback.total_timeout));
   j.analysis_time_limit = c.worker.analysis_time_limit;
   j.host_id = c.worker.host_id.empty() ? host_name() : c.worker.host_id;
+  o.queue.label = "iaworker " + j.host_id;
   for (const auto& app : c.apps) j.apps[app.application_id] = {app.analysis, app.params};
   return o;
 }

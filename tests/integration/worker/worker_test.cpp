@@ -354,7 +354,10 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
   bool worker_seen = false, self_seen = false;
   const std::int64_t worker_pid = s.workers.at("w1")->pid();
   for (const auto& p : st.at("processes").as_array()) {
-    if (p.at("pid") == worker_pid && p.at("self") == false && p.at("stale") == false) worker_seen = true;
+    if (p.at("pid") == worker_pid && p.at("self") == false && p.at("stale") == false) {
+      worker_seen = true;
+      CHECK(p.at("label") == "iaworker w1");  // its --host-id, for people
+    }
     if (p.at("self") == true && p.at("pid") == st.at("server").at("pid")) self_seen = true;
   }
   CHECK(worker_seen);

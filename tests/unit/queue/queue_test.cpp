@@ -150,11 +150,15 @@ TEST_CASE("job and lease records survive a round trip", "[queue][record]") {
   REQUIRE_THROWS_WITH(record::decode_job("{\"id\":1}", "x"), Catch::Contains("field id: expected string"));
   REQUIRE_THROWS_WITH(record::decode_job("[", "x"), Catch::Contains("not JSON"));
 
-  record::LeaseFile l{{"host1", 42, record::from_ns(99)}, "run"};
+  record::LeaseFile l{{"host1", 42, record::from_ns(99), "worker-a"}, "run"};
   auto lt = record::encode_lease(l);
   auto lb = record::decode_lease(lt);
   REQUIRE(lb);
   CHECK(record::encode_lease(*lb) == lt);
+  CHECK(lb->lease.label == "worker-a");
+  auto unlabelled = record::decode_lease(R"({"host":"h","pid":1,"time_ns":5,"run":"r"})");  // older writers
+  REQUIRE(unlabelled);
+  CHECK(unlabelled->lease.label.empty());
   CHECK_FALSE(record::decode_lease("{\"host\":3}"));
 }
 
