@@ -445,6 +445,8 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     return dir / "claims" / (id + "." + std::to_string(generation));
   }
   fs::path lease_path(const std::string& name) const { return dir / "leases" / (name + ".lease"); }
+  // The marker a journal replay of the job holds (one replayer per job).
+  fs::path replay_marker_path(const std::string& id) const { return dir / "claims" / (id + ".replay"); }
   fs::path mark_path(const std::string& id) const { return dir / "active" / (id + ".cancel"); }
   fs::path tmp() const { return dir / "tmp"; }
 
@@ -597,12 +599,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     if (lf && ::flock(lf.get(), LOCK_EX | LOCK_NB) != 0) return false;
     auto now = std::chrono::system_clock::now();
     std::optional<record::LeaseFile> l;
-    if (lf) {
-      try {
-        if (auto text = posix::read_file(lpath, kMaxLeaseBytes)) l = record::decode_lease(*text);
-      } catch (const QueueError&) {
-      }
-    }
+    if (lf) l = lease_named(owner);
     if (l) {
       if (l->lease.host == host && !opt.lease_only) return true;  // flock is exact on this host
       return now - l->lease.time >= opt.lease_timeout;
@@ -683,7 +680,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     }
     // One replayer per job even where flock is not shared between hosts; a
     // marker left by a replayer that died is taken over once stale.
-    auto marker = dir / "claims" / (id + ".replay");
+    auto marker = replay_marker_path(id);
     if (::mkdir(marker.c_str(), 0700) != 0) {
       if (errno != EEXIST) posix::fail(marker, "create replay marker", errno);
       auto st = posix::stat_path(marker);
@@ -726,6 +723,15 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     auto text = posix::read_file(lease_path(f.claim->lease), kMaxLeaseBytes);
     if (!text) return std::nullopt;
     return record::decode_lease(*text);
+  }
+
+  // A lease file by its name; nullopt when absent, oversized or malformed.
+  std::optional<record::LeaseFile> lease_named(const std::string& name) const {
+    try {
+      if (auto text = posix::read_file(lease_path(name), kMaxLeaseBytes)) return record::decode_lease(*text);
+    } catch (const QueueError&) {
+    }
+    return std::nullopt;
   }
 
   // One job of a listing: with its lease and cancel mark when active; a file
@@ -1559,19 +1565,11 @@ std::vector<Process> Queue::processes() const {
   std::vector<Process> out;
   auto now = std::chrono::system_clock::now();
   for (auto& n : posix::list_dir(q.dir / "leases")) {
-    constexpr std::string_view kExt = ".lease";
-    if (n.size() <= kExt.size() || n.compare(n.size() - kExt.size(), kExt.size(), kExt) != 0) continue;
-    std::optional<std::string> text;
-    try {
-      text = posix::read_file(q.dir / "leases" / n, kMaxLeaseBytes);
-    } catch (const QueueError&) {
-      continue;  // oversized or unreadable: not a lease this code wrote
-    }
-    if (!text) continue;
-    auto l = record::decode_lease(*text);
-    if (!l) continue;
+    if (!ends_with(n, ".lease") || n[0] == '.') continue;
     Process p;
-    p.name = n.substr(0, n.size() - kExt.size());
+    p.name = strip(n, ".lease");
+    auto l = q.lease_named(p.name);
+    if (!l) continue;
     p.lease = l->lease;
     p.stale = now - p.lease.time > q.opt.lease_timeout;
     out.push_back(std::move(p));
@@ -1645,7 +1643,7 @@ std::size_t Queue::purge(std::chrono::seconds older_than) {
       if (posix::unlink_file(q.job_path(s, id))) {
         ++removed;
         for (int g = 0; g <= generation; ++g) ::rmdir(q.marker_path(id, g).c_str());
-        ::rmdir((q.dir / "claims" / (id + ".replay")).c_str());
+        ::rmdir(q.replay_marker_path(id).c_str());
         posix::unlink_file(q.lock_path(id));
       }
     }
