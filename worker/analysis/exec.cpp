@@ -20,7 +20,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <sstream>
 
 #include "worker/analysis/analysis.hpp"
 #include "worker/slide/slide.hpp"
@@ -41,10 +40,47 @@ constexpr unsigned kMaxDepth = 64;
   throw std::runtime_error("exec " + program + ": " + what);
 }
 
+// `args` as a shell would split it, without running one: blanks separate
+// words; '...' keeps everything inside; "..." keeps everything but \" and
+// \\; a backslash outside quotes keeps the next character. Nothing is
+// expanded ($, ~, *, `). An unclosed quote or a trailing backslash is an
+// error naming the parameter.
 std::vector<std::string> split_args(const std::string& text) {
   std::vector<std::string> out;
-  std::istringstream in(text);
-  for (std::string a; in >> a;) out.push_back(a);
+  std::string word;
+  bool in_word = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == ' ' || c == '\t' || c == '\n') {
+      if (in_word) out.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\\') {
+      if (++i == text.size()) throw ParameterError("parameter args: ends with a lone backslash: " + text);
+      word += text[i];
+    } else if (c == '\'') {
+      const auto end = text.find('\'', i + 1);
+      if (end == std::string::npos)
+        throw ParameterError("parameter args: unclosed ' at character " + std::to_string(i + 1) + ": " + text);
+      word.append(text, i + 1, end - i - 1);
+      i = end;
+    } else if (c == '"') {
+      const std::size_t open = i;
+      for (++i;; ++i) {
+        if (i == text.size())
+          throw ParameterError("parameter args: unclosed \" at character " + std::to_string(open + 1) + ": " + text);
+        if (text[i] == '"') break;
+        if (text[i] == '\\' && i + 1 < text.size() && (text[i + 1] == '"' || text[i + 1] == '\\')) ++i;
+        word += text[i];
+      }
+    } else {
+      word += c;
+    }
+  }
+  if (in_word) out.push_back(std::move(word));
   return out;
 }
 
@@ -73,6 +109,7 @@ void check_params(const Params& p) {
   if (command.empty()) throw ParameterError("parameter command: required (the program to run)");
   if (!resolve(command))
     throw ParameterError("parameter command: \"" + command + "\" is not an executable file (nor on PATH)");
+  split_args(p.text("args"));  // its quoting, at start-up rather than at the first job
 }
 
 json::array ring_json(const PolygonPx& ring) {
@@ -433,7 +470,7 @@ extern const Descriptor exec_analysis{
     {
         {"command", ParamType::text, std::string(), {}, {}, {}, "the program: a path, or a name on PATH"},
         {"args", ParamType::text, std::string(), {}, {}, {},
-         "its arguments, separated by spaces (no shell: no quoting, no variables)"},
+         "its arguments, split as a shell would: quotes and backslashes group, nothing is expanded"},
         {"max_output_mb", ParamType::integer, std::int64_t{64}, 1.0, 4096.0, {},
          "most bytes it may write to stdout, MB"},
     },

@@ -172,6 +172,38 @@ TEST_CASE("exec: a missing or unrunnable program is a parameter error before any
   CHECK(error_of({{"command", dir.path().string()}}) ==
         "parameter command: \"" + dir.path().string() + "\" is not an executable file (nor on PATH)");
   CHECK(error_of({{"command", "sh"}}) == "no error");  // found on PATH
+  // args' quoting is checked at start-up too.
+  CHECK(error_of({{"command", "sh"}, {"args", "--model 'my model.pt"}}) ==
+        "parameter args: unclosed ' at character 9: --model 'my model.pt");
+  CHECK(error_of({{"command", "sh"}, {"args", "--name \"a b"}}) == "parameter args: unclosed \" at character 8: --name \"a b");
+  CHECK(error_of({{"command", "sh"}, {"args", "x \\"}}) == "parameter args: ends with a lone backslash: x \\");
+  CHECK(error_of({{"command", "sh"}, {"args", "--model '/opt/my model.pt'"}}) == "no error");
+}
+
+TEST_CASE("exec: args are split as a shell would, with nothing expanded", "[exec]") {
+  ExecSlide t;
+  const fs::path seen = t.dir / "argv.txt";
+  // Writes each argument on its own line between brackets, to the file named
+  // by the first one.
+  const std::string program = t.script("argv.sh", R"SH(out=$1; shift
+for a in "$@"; do printf '[%s]\n' "$a" >> "$out"; done
+echo '{"result": {"displayResult": "ok"}}'
+)SH");
+  const std::string args = seen.string() +
+                           R"( --model '/opt/my model.pt'  "say \"hi\" \\ there" a\ b $HOME ~ '*' don\'t "" end)";
+  auto r = t.run({{"command", program}, {"args", args}});
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  std::ifstream in(seen);
+  std::string all(std::istreambuf_iterator<char>(in), {});
+  CHECK(all ==
+        "[--model]\n[/opt/my model.pt]\n[say \"hi\" \\ there]\n[a b]\n[$HOME]\n[~]\n[*]\n[don't]\n[]\n[end]\n");
+
+  // A bad quote found only at run time (no start-up check, e.g. `iaworker
+  // analyse`) fails the job with the same message.
+  auto bad = t.run({{"command", program}, {"args", "'open"}});
+  CHECK(bad.status == analysis::RunStatus::failed);
+  CHECK_THAT(bad.error, Catch::Contains("parameter args: unclosed ' at character 1: 'open"));
 }
 
 TEST_CASE("exec: the time limit and a cancel kill the program and what it started", "[exec]") {
