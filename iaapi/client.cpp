@@ -33,6 +33,8 @@ const char* to_string(CallbackErrorKind kind) {
       return "not_found";
     case CallbackErrorKind::conflict:
       return "conflict";
+    case CallbackErrorKind::throttled:
+      return "throttled";
     case CallbackErrorKind::client:
       return "client";
     case CallbackErrorKind::server:
@@ -172,6 +174,7 @@ CallbackErrorKind kind_for(long status) {
   if (status == 401) return CallbackErrorKind::token_expired;
   if (status == 404) return CallbackErrorKind::not_found;
   if (status == 409) return CallbackErrorKind::conflict;
+  if (status == 429) return CallbackErrorKind::throttled;
   if (status >= 500) return CallbackErrorKind::server;
   if (status >= 400) return CallbackErrorKind::client;
   return CallbackErrorKind::protocol;  // 1xx/2xx/3xx we did not expect

@@ -33,6 +33,7 @@ enum class CallbackErrorKind {
   token_expired,  // 401: the invocation's token died; report, never retry
   not_found,      // 404
   conflict,       // 409 (stale versionId on PUT)
+  throttled,      // 429, after the retries: DPAT asks for fewer requests; try later
   client,         // any other 4xx
   server,         // 5xx, after the retries
   transport,      // connection / timeout, after the retries

@@ -67,7 +67,7 @@ std::string Metrics::render(const std::string& extra) const {
   }
   os << "# HELP iaserve_callback_errors_total Failed calls to DPAT's callback API, by kind.\n"
      << "# TYPE iaserve_callback_errors_total counter\n";
-  for (const char* kind : {"token_expired", "not_found", "conflict", "client", "server", "transport", "protocol"}) {
+  for (const char* kind : {"token_expired", "not_found", "conflict", "throttled", "client", "server", "transport", "protocol"}) {
     auto it = callback_errors_.find(kind);
     os << "iaserve_callback_errors_total{kind=\"" << kind << "\"} " << (it == callback_errors_.end() ? 0 : it->second)
        << "\n";

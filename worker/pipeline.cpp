@@ -358,6 +358,7 @@ Failure classify(const CallbackError& e, bool stopping, bool cancelled) {
       if (stopping) return {JobStatus::released, "worker stopping", false};
       return {JobStatus::retry, e.what(), false};
     case CallbackErrorKind::conflict:
+    case CallbackErrorKind::throttled:
     case CallbackErrorKind::server:
     case CallbackErrorKind::transport:
     case CallbackErrorKind::protocol: return {JobStatus::retry, e.what(), true};

@@ -31,7 +31,11 @@ Registration serve_command{
       sub.add_option("--token-ttl", o->token_ttl, "Seconds a minted token lives (default: forever)")
           ->check(CLI::PositiveNumber);
       sub.add_option("--latency-ms", o->sim.latency_ms, "Delay every answer of the callback API (a timer)");
-      sub.add_option("--fail-rate", o->sim.fail_rate, "Share of calls answered 500 or 503")->check(CLI::Range(0.0, 1.0));
+      sub.add_option("--fail-rate", o->sim.fail_rate, "Share of calls answered with a --fail-status")
+          ->check(CLI::Range(0.0, 1.0));
+      sub.add_option("--fail-status", o->sim.fail_statuses, "Statuses the failing calls get, one at random (429 throttles)")
+          ->check(CLI::Range(400u, 599u))
+          ->capture_default_str();
       sub.add_option("--hang-rate", o->sim.hang_rate, "Share of calls never answered (until the client gives up)")
           ->check(CLI::Range(0.0, 1.0));
       sub.add_option("--fault-routes", o->sim.fault_routes,

@@ -207,7 +207,7 @@ struct Simulator::Impl {
         std::uniform_real_distribution<double> u(0, 1);
         a = u(dice);
         b = u(dice);
-        which = static_cast<int>(dice() % 2);
+        which = static_cast<int>(dice() % opt.fail_statuses.size());
       }
       if (a < opt.hang_rate) {
         log->info("fault: hanging {} {}", req.method, rel);
@@ -218,7 +218,7 @@ struct Simulator::Impl {
         return;
       }
       if (b < opt.fail_rate) {
-        unsigned status = which ? 503 : 500;
+        unsigned status = opt.fail_statuses[static_cast<std::size_t>(which)];
         log->info("fault: {} for {} {}", status, req.method, rel);
         return later(faulty, r, error_answer(status, "injected fault"));
       }

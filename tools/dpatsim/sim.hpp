@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace iaserve::dpatsim {
 
@@ -24,7 +25,8 @@ struct SimOptions {
   std::string fixed_token;                  // --token: always accepted
   std::optional<double> token_ttl;          // seconds; minted tokens expire
   unsigned latency_ms = 0;
-  double fail_rate = 0;                     // 0..1: answer 500 or 503
+  double fail_rate = 0;                     // 0..1: answer one of fail_statuses
+  std::vector<unsigned> fail_statuses{500, 503};
   double hang_rate = 0;                     // 0..1: never answer
   std::string fault_routes;                 // ECMAScript regex on "METHOD /path-under-base"; empty = all
   std::filesystem::path state_file;         // results persisted here

@@ -470,6 +470,26 @@ TEST_CASE("with 10 % failing and some hanging callbacks every job still finishes
   CHECK(errors > 0);
 }
 
+TEST_CASE("DPAT throttling (429) is transient: the job is retried, not failed at once", "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 1024, 768);
+  // Every download answers 429: the client's retries, then the job's, run out.
+  s.start_sim({"--fail-rate", "1", "--fail-status", "429", "--fault-routes", "^GET /slides/[^/]+/files"});
+  s.start_server();
+  s.start_worker("w1", {"--set", "callback.retries=1", "--set", "queue.max_attempts=3"});
+  s.create("s0");
+  auto failed = s.wait_jobs(q::State::failed, 1, 120s);
+  REQUIRE(failed.size() == 1);
+  INFO(failed.front().last_error);
+  CHECK_THAT(failed.front().last_error, Catch::Matchers::Contains("429 Too Many Requests"));
+  CHECK(failed.front().attempts == 3);  // a client error (400, say) fails after one run
+  const json::value calls_doc = get_json(s.sim_root + "/_sim/calls");
+  int throttled = 0;
+  for (const auto& c : calls_doc.as_array())
+    if (c.as_object().at("status").to_number<int>() == 429) ++throttled;
+  CHECK(throttled >= 3);
+}
+
 TEST_CASE("a token that expires mid-job ends the job in failed/ as \"token expired\", without endless retries",
           "[worker][integration]") {
   Stack s;

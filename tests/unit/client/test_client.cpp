@@ -309,6 +309,19 @@ TEST_CASE("client: 5xx after the retries is a server error; POST retried only on
   CHECK(busy.request_count() == 2);
 }
 
+TEST_CASE("client: 429 after the retries is its own kind, throttled, with its status", "[client][errors]") {
+  TestServer server([](const Received&, std::size_t) { return Reply::json(429, R"({"error":"slow down"})"); });
+  auto c = client_for(server);
+  auto e = error_from([&] { c.list_results("tissue", "s1"); });
+  REQUIRE(e);
+  CHECK(e->kind() == CallbackErrorKind::throttled);
+  CHECK(std::string(to_string(e->kind())) == "throttled");
+  CHECK(e->status() == 429);
+  CHECK(std::string(e->what()) ==
+        "GET /applications/tissue/results/slide/s1: 429 Too Many Requests: slow down (after 3 attempts)");
+  CHECK(server.request_count() == 3);
+}
+
 TEST_CASE("client: a server that never answers ends in a transport error", "[client][timeout]") {
   TestServer server([](const Received&, std::size_t) {
     Reply r;
