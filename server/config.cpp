@@ -471,6 +471,14 @@ std::vector<std::string> split_key(const std::string& key) {
   return parts;
 }
 
+}  // namespace
+
+std::string string_override(std::string_view key, std::string_view value) {
+  return std::string(key) + "=" + quote_str(value);
+}
+
+namespace {
+
 void apply_override(toml::table& root, const std::string& assignment) {
   auto eq = assignment.find('=');
   if (eq == std::string::npos || eq == 0)

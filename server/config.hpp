@@ -134,6 +134,11 @@ struct Config {
   const AppConfig* find_app_by_route(std::string_view route) const;
 };
 
+// "key=value" with value always a string, whatever it looks like (a path
+// such as 2024-01-01, or one holding a quote or a backslash): for flags that
+// name a path or an address.
+std::string string_override(std::string_view key, std::string_view value);
+
 // Reads and checks a file. overrides are "key.path=value" (see above), applied
 // before the checks. Throws ConfigError (the file name is in the message of
 // syntax and I/O errors; key errors carry the key path).

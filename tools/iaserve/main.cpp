@@ -37,10 +37,10 @@ int main(int argc, char** argv) {
   }
 
   std::vector<std::string> overrides = sets;
-  if (!listen.empty()) overrides.push_back("server.listen=" + listen);
-  if (!queue_dir.empty()) overrides.push_back("queue.dir=" + queue_dir);
-  if (!data_dir.empty()) overrides.push_back("data.dir=" + data_dir);
-  if (!log_level.empty()) overrides.push_back("log.level=" + log_level);
+  if (!listen.empty()) overrides.push_back(server::string_override("server.listen", listen));
+  if (!queue_dir.empty()) overrides.push_back(server::string_override("queue.dir", queue_dir));
+  if (!data_dir.empty()) overrides.push_back(server::string_override("data.dir", data_dir));
+  if (!log_level.empty()) overrides.push_back(server::string_override("log.level", log_level));
 
   server::Config config;
   try {

@@ -87,9 +87,9 @@ namespace {
 
 int run(const RunOptions& ro) {
   std::vector<std::string> overrides = ro.set;
-  if (!ro.queue_dir.empty()) overrides.push_back("queue.dir=\"" + ro.queue_dir + "\"");
-  if (!ro.data_dir.empty()) overrides.push_back("data.dir=\"" + ro.data_dir + "\"");
-  if (!ro.host_id.empty()) overrides.push_back("worker.host_id=\"" + ro.host_id + "\"");
+  if (!ro.queue_dir.empty()) overrides.push_back(server::string_override("queue.dir", ro.queue_dir));
+  if (!ro.data_dir.empty()) overrides.push_back(server::string_override("data.dir", ro.data_dir));
+  if (!ro.host_id.empty()) overrides.push_back(server::string_override("worker.host_id", ro.host_id));
   if (ro.jobs) overrides.push_back("worker.jobs=" + std::to_string(*ro.jobs));
   server::Config config;
   try {

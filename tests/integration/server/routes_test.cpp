@@ -412,4 +412,9 @@ TEST_CASE("configuration errors stop the start with the key named", "[server][in
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Matchers::Contains("listen = '127.0.0.1:0'"));
   CHECK_THAT(r.out, Catch::Matchers::Contains("dir = '/tmp/q'"));
+  // A folder flag is a name, even one TOML would read as a date.
+  r = run({bin("iaserve"), "--config", (dir / "good.toml").string(), "--check-config", "--queue-dir", "2024-01-01"});
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("dir = '2024-01-01'"));
 }

@@ -151,6 +151,19 @@ TEST_CASE("overrides set any key by its path", "[config]") {
   CHECK(error_of(kApp, {"server.io_threads=x"}) == "server.io_threads: expected integer, got string \"x\"");
 }
 
+TEST_CASE("path flags are strings whatever they look like", "[config]") {
+  // Parsed as TOML, these would be a date, a number, or a broken string.
+  for (const std::string dir : {"2024-01-01", "1e3", "/srv/q\"x", "/srv/a\\b", "'single'", "[x]", "/srv/\u00e9t\u00e9 q"}) {
+    INFO(dir);
+    Config c = parse_config(kApp, {string_override("queue.dir", dir), string_override("data.dir", dir)});
+    CHECK(c.queue.dir.string() == dir);
+    CHECK(c.data.dir.string() == dir);
+    // And the effective configuration reads back the same.
+    CHECK(parse_config(describe(c)).queue.dir.string() == dir);
+  }
+  CHECK(string_override("queue.dir", "a\"b\\c") == "queue.dir=\"a\\\"b\\\\c\"");
+}
+
 TEST_CASE("describe reads back to the same configuration", "[config]") {
   Config c = parse_config(R"(
 [server]
