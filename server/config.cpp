@@ -3,9 +3,13 @@
 #include <boost/json.hpp>
 #include <toml++/toml.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -31,6 +35,24 @@ std::string quote_str(std::string_view s) {
     }
   }
   return out + "\"";
+}
+
+// An address as a peer's shows: IPv4 dotted, IPv6 in its canonical form, an
+// IPv4-mapped IPv6 address as IPv4. "*" stays. nullopt when not an address.
+std::optional<std::string> canonical_address(const std::string& text) {
+  if (text == "*") return text;
+  in_addr a4{};
+  if (::inet_pton(AF_INET, text.c_str(), &a4) == 1) return text;
+  in6_addr a6{};
+  if (::inet_pton(AF_INET6, text.c_str(), &a6) != 1) return std::nullopt;
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (IN6_IS_ADDR_V4MAPPED(&a6)) {
+    std::memcpy(&a4, a6.s6_addr + 12, 4);
+    ::inet_ntop(AF_INET, &a4, buf, sizeof buf);
+  } else {
+    ::inet_ntop(AF_INET6, &a6, buf, sizeof buf);
+  }
+  return std::string(buf);
 }
 
 std::string_view type_name(const toml::node& n) {
@@ -283,6 +305,10 @@ void read_app(const toml::table& t, const std::string& path, AppConfig& app) {
     throw ConfigError(rk, "empty or dot segment in " + quote_str(app.route));
   for (std::string_view reserved : {"/healthz", "/readyz", "/metrics", "/info"})
     if (app.route == reserved) throw ConfigError(rk, "reserved for the server, got " + quote_str(app.route));
+  // The status page's (reserved whether it is on or not: turning it on must
+  // not take an app away).
+  if (app.route == "/status" || app.route.rfind("/status.", 0) == 0 || app.route.rfind("/status/", 0) == 0)
+    throw ConfigError(rk, "reserved for the status page (/status...), got " + quote_str(app.route));
 
   if (!t.get("application_id")) throw ConfigError(join(path, "application_id"), "required");
   read_string(t, "application_id", path, app.application_id);
@@ -353,6 +379,13 @@ Config from_table(const toml::table& root) {
     read_path(*t, "tls_cert", p, s.tls_cert);
     read_path(*t, "tls_key", p, s.tls_key);
     read_strings(*t, "trusted_proxy", p, s.trusted_proxy);
+    for (std::size_t i = 0; i < s.trusted_proxy.size(); ++i) {
+      auto canonical = canonical_address(s.trusted_proxy[i]);
+      if (!canonical)
+        throw ConfigError("server.trusted_proxy[" + std::to_string(i) + "]",
+                          "expected an IP address or \"*\", got " + quote_str(s.trusted_proxy[i]));
+      s.trusted_proxy[i] = *canonical;
+    }
     read_uint(*t, "callback_pool_threads", p, s.callback_pool_threads, 1, 1024);
     read_uint(*t, "max_pending_callbacks", p, s.max_pending_callbacks, 1, 1u << 20);
     read_uint(*t, "json_max_depth", p, s.json_max_depth, 4, 1024);
@@ -432,6 +465,13 @@ Config from_table(const toml::table& root) {
     for (std::size_t j = 0; j < c.apps.size(); ++j) {
       if (c.apps[j].route == app.route)
         throw ConfigError(p + ".route", "same route as apps[" + std::to_string(j) + "]: " + quote_str(app.route));
+      // An app's own sub-routes would hide the other app.
+      for (const char* sub : {"/info", "/imagenotification"}) {
+        if (app.route == c.apps[j].route + sub || c.apps[j].route == app.route + sub)
+          throw ConfigError(p + ".route", quote_str(app.route) + " and apps[" + std::to_string(j) + "].route " +
+                                              quote_str(c.apps[j].route) + " collide: " + sub +
+                                              " under an app's route is the app's own");
+      }
       if (c.apps[j].application_id == app.application_id)
         throw ConfigError(p + ".application_id",
                           "same id as apps[" + std::to_string(j) + "]: " + quote_str(app.application_id));
@@ -610,6 +650,7 @@ std::uint64_t parse_size(std::string_view text) {
   else if (unit == "mb") mul = 1000 * 1000;
   else if (unit == "gb") mul = 1000ull * 1000 * 1000;
   else throw std::invalid_argument("unknown size unit (B, KiB, MiB, GiB, KB, MB, GB)");
+  if (n > std::numeric_limits<std::uint64_t>::max() / mul) throw std::invalid_argument("size too large");
   return n * mul;
 }
 

@@ -63,6 +63,7 @@ TEST_CASE("durations and sizes", "[config]") {
   CHECK(parse_size("8MiB") == 8u << 20);
   CHECK(parse_size("10MB") == 10'000'000u);
   CHECK(parse_size("1024") == 1024u);
+  CHECK_THROWS_WITH(parse_size("17179869185GiB"), "size too large");
   CHECK(format_duration(90s) == "90s");
   CHECK(format_duration(7200s) == "2h");
   CHECK(format_duration(1500ms) == "1500ms");
@@ -87,6 +88,19 @@ TEST_CASE("errors name the key and the value", "[config]") {
        "apps[0].route: empty or dot segment in \"/a/../b\""},
       {"[[apps]]\nroute = \"/healthz\"\napplication_id = \"t\"\n",
        "apps[0].route: reserved for the server, got \"/healthz\""},
+      {"[[apps]]\nroute = \"/status\"\napplication_id = \"t\"\n",
+       "apps[0].route: reserved for the status page (/status...), got \"/status\""},
+      {"[[apps]]\nroute = \"/status.json\"\napplication_id = \"t\"\n",
+       "apps[0].route: reserved for the status page (/status...), got \"/status.json\""},
+      {"[[apps]]\nroute = \"/status/x\"\napplication_id = \"t\"\n",
+       "apps[0].route: reserved for the status page (/status...), got \"/status/x\""},
+      {kApp + "[[apps]]\nroute = \"/apps/tissue/info\"\napplication_id = \"u\"\n",
+       "apps[1].route: \"/apps/tissue/info\" and apps[0].route \"/apps/tissue\" collide: /info under an app's route is "
+       "the app's own"},
+      {"[[apps]]\nroute = \"/x/imagenotification\"\napplication_id = \"u\"\n"
+       "[[apps]]\nroute = \"/x\"\napplication_id = \"t\"\n",
+       "apps[1].route: \"/x\" and apps[0].route \"/x/imagenotification\" collide: /imagenotification under an app's "
+       "route is the app's own"},
       {"[[apps]]\napplication_id = \"t\"\n", "apps[0].route: required"},
       {"[[apps]]\nroute = \"/a\"\n", "apps[0].application_id: required"},
       {kApp + kApp, "apps[1].route: same route as apps[0]: \"/apps/tissue\""},
@@ -107,6 +121,8 @@ TEST_CASE("errors name the key and the value", "[config]") {
       {"[server]\nbody_limit = \"lots\"\n" + kApp, "server.body_limit: expected a size like \"8MiB\", got \"lots\""},
       {"[server]\ntls_cert = \"/c.pem\"\n" + kApp, "server.tls_key: required when server.tls_cert is set"},
       {"[server]\ntrusted_proxy = [1]\n" + kApp, "server.trusted_proxy[0]: expected string, got integer 1"},
+      {"[server]\ntrusted_proxy = [\"10.0.0.1\", \"proxy.local\"]\n" + kApp,
+       "server.trusted_proxy[1]: expected an IP address or \"*\", got \"proxy.local\""},
       {"[queue]\nwakeup = \"sometimes\"\n" + kApp, "queue.wakeup: must be auto, inotify or poll, got \"sometimes\""},
       {"[queue]\ncommit = \"never\"\n" + kApp, "queue.commit: must be auto, journal or fsync, got \"never\""},
       {"[queue]\nlease_only = \"yes\"\n" + kApp, "queue.lease_only: expected boolean, got string \"yes\""},
@@ -149,6 +165,11 @@ TEST_CASE("overrides set any key by its path", "[config]") {
   CHECK(error_of(kApp, {"apps[3].route=/x"}) == "apps[3].route: override names no such entry");
   CHECK(error_of(kApp, {"server.port=1"}) == "server.port: unknown key");
   CHECK(error_of(kApp, {"server.io_threads=x"}) == "server.io_threads: expected integer, got string \"x\"");
+}
+
+TEST_CASE("trusted proxies are addresses as a peer's show, IPv4-mapped ones as IPv4", "[config]") {
+  Config c = parse_config("[server]\ntrusted_proxy = [\"::ffff:127.0.0.1\", \"0:0::1\", \"10.1.2.3\", \"*\"]\n" + kApp);
+  CHECK(c.server.trusted_proxy == std::vector<std::string>{"127.0.0.1", "::1", "10.1.2.3", "*"});
 }
 
 TEST_CASE("path flags are strings whatever they look like", "[config]") {
