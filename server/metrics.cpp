@@ -1,6 +1,7 @@
 #include "server/metrics.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <sstream>
 
 namespace iaserve::server {
@@ -43,6 +44,14 @@ void Metrics::callback_error(const std::string& kind) {
   ++callback_errors_[kind];
 }
 
+// All the digits a double needs (a stream's default 6 would step a sum of
+// seconds in whole seconds, then in tens).
+static std::string exact(double v) {
+  char buf[64];
+  auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
+}
+
 std::string Metrics::render(const std::string& extra) const {
   std::ostringstream os;
   std::lock_guard lock(mutex_);
@@ -62,7 +71,7 @@ std::string Metrics::render(const std::string& extra) const {
       os << "iaserve_request_duration_seconds_bucket{route=\"" << r << "\",le=\"" << b[i] << "\"} " << cum << "\n";
     }
     os << "iaserve_request_duration_seconds_bucket{route=\"" << r << "\",le=\"+Inf\"} " << h.count << "\n"
-       << "iaserve_request_duration_seconds_sum{route=\"" << r << "\"} " << h.sum << "\n"
+       << "iaserve_request_duration_seconds_sum{route=\"" << r << "\"} " << exact(h.sum) << "\n"
        << "iaserve_request_duration_seconds_count{route=\"" << r << "\"} " << h.count << "\n";
   }
   os << "# HELP iaserve_callback_errors_total Failed calls to DPAT's callback API, by kind.\n"

@@ -53,6 +53,34 @@ http::Response error_answer(unsigned status, const std::string& error, const std
   return json_answer(status, o);
 }
 
+// At most n bytes of an outside value for an error text, cut before a
+// UTF-8 sequence rather than inside it (the answer stays valid UTF-8).
+std::string clip(std::string_view s, std::size_t n) {
+  if (s.size() <= n) return std::string(s);
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return std::string(s.substr(0, n)) + "...";
+}
+
+// Why a callbackInfo.url cannot be called, or nullopt: http(s), then a host.
+std::optional<std::string> callback_url_problem(std::string_view u) {
+  std::string_view rest;
+  if (u.rfind("http://", 0) == 0) rest = u.substr(7);
+  else if (u.rfind("https://", 0) == 0) rest = u.substr(8);
+  else return "expected an http:// or https:// URL";
+  const std::string_view authority = rest.substr(0, rest.find_first_of("/?#"));
+  std::string_view host = authority;
+  if (!host.empty() && host.front() == '[') {
+    host = host.substr(0, host.find(']') == std::string_view::npos ? host.size() : host.find(']') + 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  if (host.empty() || host == "[]") return "no host in " + clip(u, 200);
+  for (unsigned char c : u)
+    if (c <= 0x20 || c == 0x7f) return "space or control character in " + clip(u, 200);
+  if (authority.find('@') != std::string_view::npos) return "user name or password in the URL (the token is the credential)";
+  return std::nullopt;
+}
+
 // Host header values we echo into a URL: a host name or address and a port.
 bool plausible_host(std::string_view h) {
   if (h.empty() || h.size() > 255) return false;
@@ -150,6 +178,9 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   Metrics metrics;
   iaapi::ClientOptions client_opts;
   ThreadPool pool;  // enqueue + callbacks of one request
+  // /readyz, /metrics and the status page read the disk too, but must answer
+  // while a hung DPAT holds every callback thread: their own small pool.
+  ThreadPool monitor_pool{2, 64};
   SlideSizes slide_sizes;
   const std::chrono::system_clock::time_point started = std::chrono::system_clock::now();
 
@@ -230,6 +261,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
   }
 
+  // The same for the monitoring routes, on their own pool.
+  void on_monitor_pool(const CallPtr& call, std::function<void()> fn) {
+    auto self = shared_from_this();
+    if (!monitor_pool.post([self, call, fn = std::move(fn)] { self->guarded(call, fn); }))
+      call->answer(error_answer(503, "server busy: too many monitoring requests waiting"));
+  }
+
   void guarded(const CallPtr& call, const std::function<void()>& fn) {
     try {
       fn();
@@ -269,10 +307,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     std::string path = req.path;
     if (path.size() > 1 && path.back() == '/') path.pop_back();
     call->route = route_label(path);
+    // HEAD is GET without the body (the http layer leaves it out).
+    const bool head = req.method == "HEAD";
     auto only = [&](const char* method) {
-      if (req.method == method) return true;
-      call->answer(error_answer(405, "method " + req.method + " not allowed on " + path + " (allowed: " + method + ")")
-                       .header("Allow", method));
+      if (req.method == method || (head && std::string_view(method) == "GET")) return true;
+      const std::string allowed = std::string_view(method) == "GET" ? "GET, HEAD" : method;
+      call->answer(error_answer(405, "method " + req.method + " not allowed on " + path + " (allowed: " + allowed + ")")
+                       .header("Allow", allowed));
       return false;
     };
     if (path == "/") {
@@ -298,13 +339,14 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
     for (const auto& app : config.apps) {
       if (path == app.route) {
-        if (req.method == "GET") {
+        if (req.method == "GET" || head) {
           call->answer(json_answer(200, registration(app, req)));
         } else if (req.method == "POST") {
           invocation(call, app, req);
         } else {
-          call->answer(error_answer(405, "method " + req.method + " not allowed on " + path + " (allowed: GET, POST)")
-                           .header("Allow", "GET, POST"));
+          call->answer(
+              error_answer(405, "method " + req.method + " not allowed on " + path + " (allowed: GET, HEAD, POST)")
+                  .header("Allow", "GET, HEAD, POST"));
         }
         return;
       }
@@ -318,7 +360,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
         return;
       }
     }
-    call->answer(error_answer(404, "no route for " + std::string(req.path.substr(0, 200))));
+    call->answer(error_answer(404, "no route for " + clip(req.path, 200)));
   }
 
   // ------------------------------------------------------------ simple routes
@@ -341,7 +383,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
 
   void readyz(const CallPtr& call) {
     // writable() touches the disk: not on an io thread.
-    on_pool(call, [this, call] {
+    on_monitor_pool(call, [this, call] {
       std::string why;
       auto q = get_queue(&why);
       if (!q) {
@@ -357,7 +399,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   }
 
   void metrics_answer(const CallPtr& call) {
-    on_pool(call, [this, call] {
+    on_monitor_pool(call, [this, call] {
       std::string extra =
           "# HELP iaserve_queue_jobs Jobs in the queue folder, by state.\n# TYPE iaserve_queue_jobs gauge\n";
       if (auto q = get_queue(nullptr)) {
@@ -380,7 +422,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   }
 
   // The status page: its three files from memory, the snapshot and the
-  // pictures from disk (on the pool: the queue folder may be a share).
+  // pictures from disk (on the monitoring pool: the queue folder may be a share).
   void status_route(const CallPtr& call, const std::string& path) {
     auto page = [](std::string type, std::string_view body) {
       return http::Response::text(200, std::move(type), std::string(body))
@@ -397,7 +439,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (path == "/status.js") return call->answer(page("text/javascript; charset=utf-8", status::page_js()));
     if (path == "/status.css") return call->answer(page("text/css; charset=utf-8", status::page_css()));
     if (path == "/status.json") {
-      on_pool(call, [this, call] {
+      on_monitor_pool(call, [this, call] {
         status::Snapshot snap;
         snap.config = &config;
         snap.started = started;
@@ -414,7 +456,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     constexpr std::string_view kSlides = "/status/slides/";
     if (path.rfind(kSlides, 0) == 0) {
       std::string rest = path.substr(kSlides.size());
-      on_pool(call, [this, call, rest] {
+      on_monitor_pool(call, [this, call, rest] {
         constexpr std::uintmax_t kMaxPicture = 64u << 20;
         auto file = status::picture(config.data.dir, rest);
         std::error_code ec;
@@ -428,7 +470,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
           file.reset();
         }
         if (!file) {
-          call->answer(error_answer(404, "no picture " + rest.substr(0, 200) +
+          call->answer(error_answer(404, "no picture " + clip(rest, 200) +
                                              " (expected <slide key>/thumbnail.jpg or overlay.png in the data folder)"));
           return;
         }
@@ -438,7 +480,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       });
       return;
     }
-    call->answer(error_answer(404, "no route for " + path.substr(0, 200)));
+    call->answer(error_answer(404, "no route for " + clip(path, 200)));
   }
 
   json::value registration(const AppConfig& app, const http::Request& req) const {
@@ -450,7 +492,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       if (plausible_host(fh)) host = fh;
       if (fp == "http" || fp == "https") scheme = fp;
     }
-    if (!plausible_host(host)) host = config.server.listen;
+    // No usable Host (an HTTP/1.0 caller): the address and port it reached.
+    if (!plausible_host(host)) host = req.local;
     iaapi::Registration r;
     r.application_id = app.application_id;
     r.display_name = app.display_name;
@@ -476,7 +519,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     auto ct = req.header("content-type");
     if (!is_json_content_type(ct)) {
       call->answer(error_answer(415, "expected Content-Type application/json, got \"" +
-                                         std::string(ct.substr(0, 100)) + "\"", "Content-Type"));
+                                         clip(ct, 100) + "\"", "Content-Type"));
       return std::nullopt;
     }
     auto parsed = iaapi::parse_json(req.body, config.server.json_max_depth);
@@ -490,13 +533,26 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   bool check_ids(const CallPtr& call, const AppConfig& app, const std::string& application_id,
                  const std::string& slide_id) {
     if (application_id != app.application_id) {
-      call->answer(error_answer(400, "applicationId: \"" + application_id.substr(0, 100) +
+      call->answer(error_answer(400, "applicationId: \"" + clip(application_id, 100) +
                                          "\" is not this app's id \"" + app.application_id + "\"",
                                 "applicationId"));
       return false;
     }
     if (auto p = traversal_problem(slide_id)) {
       call->answer(error_answer(400, "slideId: " + *p, "slideId"));
+      return false;
+    }
+    return true;
+  }
+
+  // A job is only worth queueing with a callback a worker can call.
+  bool check_callback(const CallPtr& call, const iaapi::CallbackInfo& cb) {
+    if (auto problem = callback_url_problem(cb.url)) {
+      call->answer(error_answer(400, "callbackInfo.url: " + *problem, "callbackInfo.url"));
+      return false;
+    }
+    if (cb.token.empty()) {
+      call->answer(error_answer(400, "callbackInfo.token: empty (DPAT's callbacks need it)", "callbackInfo.token"));
       return false;
     }
     return true;
@@ -515,11 +571,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     call->action = std::string(iaapi::to_string(inv.action));
     if (!check_ids(call, app, inv.application_id, inv.slide_id)) return;
     if (inv.action != iaapi::Action::cancel && inv.action != iaapi::Action::delete_) {
-      const std::string& u = inv.callback.url;
-      if (u.rfind("http://", 0) != 0 && u.rfind("https://", 0) != 0) {
-        call->answer(error_answer(400, "callbackInfo.url: expected an http:// or https:// URL", "callbackInfo.url"));
-        return;
-      }
+      if (!check_callback(call, inv.callback)) return;
     }
     auto shared = std::make_shared<iaapi::Invocation>(std::move(inv));
     switch (shared->action) {
@@ -730,6 +782,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     call->slide_id = n->slide_id;
     call->action = "notification";
     if (!check_ids(call, app, n->application_id, n->slide_id)) return;
+    if (!check_callback(call, n->callback)) return;
     if (auto why = notification_rejection(app.notifications, n->image_info)) {
       log->debug("notification for slide {} filtered out: {}", n->slide_id, *why);
       call->action = "notification:filtered";
@@ -755,6 +808,7 @@ Service::~Service() { stop(); }
 
 void Service::stop() {
   impl_->pool.stop();
+  impl_->monitor_pool.stop();
 }
 
 const Config& Service::config() const { return impl_->config; }

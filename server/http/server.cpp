@@ -46,6 +46,16 @@ namespace {
 
 constexpr std::size_t kFileChunk = 512u << 10;
 
+// "10.0.0.5:8080", "[fe80::1]:8080"; an IPv4 peer of a dual-stack socket
+// ("::ffff:10.0.0.5") as the IPv4 address it is. "?" when unknown.
+std::string endpoint_text(const tcp::endpoint& ep, const beast::error_code& ec) {
+  if (ec) return "?";
+  net::ip::address a = ep.address();
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = net::ip::make_address_v4(net::ip::v4_mapped, a.to_v6());
+  const std::string text = a.to_string();
+  return (a.is_v6() ? "[" + text + "]" : text) + ":" + std::to_string(ep.port());
+}
+
 std::string json_escape(std::string_view s) {
   std::string out;
   out.reserve(s.size() + 8);
@@ -205,8 +215,11 @@ class Session final : public SessionBase {
   enum class Phase { waiting, reading, handling, writing, closing, closed };
 
  public:
-  Session(Core& impl, tcp::socket&& socket, std::string remote)
-      : SessionBase(impl), stream_(make_stream(impl, std::move(socket))), remote_(std::move(remote)) {}
+  Session(Core& impl, tcp::socket&& socket, std::string remote, std::string local)
+      : SessionBase(impl),
+        stream_(make_stream(impl, std::move(socket))),
+        remote_(std::move(remote)),
+        local_(std::move(local)) {}
 
   void start() override {
     net::dispatch(stream_.get_executor(), [self = shared()] { self->on_start(); });
@@ -402,6 +415,7 @@ class Session final : public SessionBase {
     for (const auto& f : msg) req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
     req.body = std::move(msg.body());
     req.remote = remote_;
+    req.local = local_;
     req.tls = kTls;
     req.keep_alive = msg.keep_alive();
 
@@ -674,7 +688,7 @@ class Session final : public SessionBase {
   bool timer_armed_ = false;
   std::uint64_t timer_generation_ = 0;
   bool timed_out_ = false;
-  std::string remote_;
+  std::string remote_, local_;
   beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   Phase phase_ = Phase::waiting;
@@ -737,15 +751,15 @@ void Core::on_accept(beast::error_code ec, tcp::socket socket) {
     log->warn("connection refused: {} connections open (max_connections)", connections.load());
     return do_accept();
   }
-  beast::error_code rec;
-  auto ep = socket.remote_endpoint(rec);
-  std::string remote = rec ? "?" : ep.address().to_string() + ":" + std::to_string(ep.port());
+  beast::error_code rec, lec;
+  std::string remote = endpoint_text(socket.remote_endpoint(rec), rec);
+  std::string local = endpoint_text(socket.local_endpoint(lec), lec);
   std::shared_ptr<SessionBase> session;
   connections.fetch_add(1);
   if (tls)
-    session = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(*this, std::move(socket), remote);
+    session = std::make_shared<Session<beast::ssl_stream<beast::tcp_stream>>>(*this, std::move(socket), remote, local);
   else
-    session = std::make_shared<Session<beast::tcp_stream>>(*this, std::move(socket), remote);
+    session = std::make_shared<Session<beast::tcp_stream>>(*this, std::move(socket), remote, local);
   {
     std::lock_guard lock(mutex);
     sessions.emplace(session.get(), session);

@@ -32,7 +32,8 @@ struct Request {
   std::string query;   // after '?', without it; empty when none
   Headers headers;     // as received
   std::string body;
-  std::string remote;  // "127.0.0.1:53412"
+  std::string remote;  // "127.0.0.1:53412", "[::1]:53412"
+  std::string local;   // the address and port it reached: "10.0.0.5:8080", "[::1]:8080"
   bool tls = false;
   bool keep_alive = true;
 

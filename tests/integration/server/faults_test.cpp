@@ -71,6 +71,8 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
     std::string error, field;  // error: exact text, or a prefix ending in "*"
   };
   const std::string json_ct = "Content-Type: application/json";
+  std::string long_id = "a";  // 121 bytes: the error quotes 100, which would end inside an "é"
+  for (int i = 0; i < 60; ++i) long_id += "\u00e9";
   const std::vector<Case> cases = {
       {"malformed JSON", "POST", app, "{\"action\": ", json_ct, 400, "body: *", "body"},
       {"not an object", "POST", app, "[1,2]", json_ct, 400, "body: expected object, got array", ""},
@@ -88,6 +90,20 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
        "slideId"},
       {"callback url not http", "POST", app, with("callbackInfo", {{"url", "file:///etc"}, {"token", "t"}}), json_ct,
        400, "callbackInfo.url: expected an http:// or https:// URL", "callbackInfo.url"},
+      {"callback url without a host", "POST", app, with("callbackInfo", {{"url", "http://"}, {"token", "t"}}), json_ct,
+       400, "callbackInfo.url: no host in http://", "callbackInfo.url"},
+      {"callback url with a port but no host", "POST", app,
+       with("callbackInfo", {{"url", "https://:8443/dpat"}, {"token", "t"}}), json_ct, 400,
+       "callbackInfo.url: no host in https://:8443/dpat", "callbackInfo.url"},
+      {"callback url with a space", "POST", app, with("callbackInfo", {{"url", "http://dpat /x"}, {"token", "t"}}),
+       json_ct, 400, "callbackInfo.url: space or control character in http://dpat /x", "callbackInfo.url"},
+      {"callback url with a password", "POST", app,
+       with("callbackInfo", {{"url", "http://u:p@dpat/x"}, {"token", "t"}}), json_ct, 400,
+       "callbackInfo.url: user name or password in the URL (the token is the credential)", "callbackInfo.url"},
+      {"empty callback token", "POST", app, with("callbackInfo", {{"url", "http://dpat/x"}, {"token", ""}}), json_ct,
+       400, "callbackInfo.token: empty (DPAT's callbacks need it)", "callbackInfo.token"},
+      {"another app's id, cut inside a character", "POST", app, with("applicationId", json::string(long_id)), json_ct,
+       400, "applicationId: \"a\u00e9*", "applicationId"},
       {"another app's id", "POST", app, with("applicationId", "other"), json_ct, 400,
        "applicationId: \"other\" is not this app's id \"tissue\"", "applicationId"},
       {"deep nesting", "POST", app, deep, json_ct, 400, "body: *", "body"},
@@ -98,9 +114,9 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
       {"10 MB body", "POST", app, std::string(10u << 20, ' '), json_ct, 413, "*", ""},
       {"unknown route", "GET", serve.url() + "/apps/nope", "", "", 404, "no route for /apps/nope", ""},
       {"wrong method on an app", "PUT", app, "{}", json_ct, 405,
-       "method PUT not allowed on /apps/tissue (allowed: GET, POST)", ""},
+       "method PUT not allowed on /apps/tissue (allowed: GET, HEAD, POST)", ""},
       {"wrong method on info", "POST", app + "/info", "{}", json_ct, 405,
-       "method POST not allowed on /apps/tissue/info (allowed: GET)", ""},
+       "method POST not allowed on /apps/tissue/info (allowed: GET, HEAD)", ""},
       {"GET on imagenotification", "GET", app + "/imagenotification", "", "", 405,
        "method GET not allowed on /apps/tissue/imagenotification (allowed: POST)", ""},
       {"notification without imageInfo", "POST", app + "/imagenotification", without("input"), json_ct, 400,
@@ -122,6 +138,8 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
     else
       CHECK(e == c.error);
     CHECK(field_of(a) == c.field);
+    // Valid UTF-8 whatever was cut.
+    CHECK_NOTHROW(json::parse(a.body.empty() ? "{}" : a.body));
   }
   // Nothing bad reached the queue.
   CHECK(jobs_in(serve.queue_dir(), "pending").empty());
@@ -258,12 +276,24 @@ TEST_CASE("a hung DPAT fills the bounded callback pool: then 503, never unbounde
   Serve serve(two_app_config("callback_pool_threads = 1\nmax_pending_callbacks = 1\n"));
   std::vector<std::thread> clients;
   std::vector<long> status(6, 0);
+  std::atomic<bool> refused{false};
   for (std::size_t i = 0; i < status.size(); ++i) {
     clients.emplace_back([&, i] {
       status[i] = http_post_json(serve.url() + "/apps/tissue",
                                  body(invocation("create", "tissue", sim.slide_ids().at(i), sim.url())))
                       .status;
+      if (status[i] == 503) refused = true;
     });
+  }
+  // Once a create was refused the pool is full (one running for 3 s, one
+  // waiting): monitoring still answers, from its own threads.
+  for (int i = 0; i < 500 && !refused; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(refused);
+  for (const std::string path : {"/readyz", "/metrics", "/status.json"}) {
+    INFO(path);
+    auto m = http_get(serve.url() + path);
+    CHECK(m.status == 200);
+    INFO(m.body.substr(0, 200));
   }
   for (auto& t : clients) t.join();
   std::size_t ok = 0, busy = 0;

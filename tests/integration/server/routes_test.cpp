@@ -89,6 +89,26 @@ TEST_CASE("registration and info", "[server][integration]") {
                {"Host: internal:1", "X-Forwarded-Host: proxy.example", "X-Forwarded-Proto: https"});
   CHECK(parse(a).at("url") == "http://internal:1/apps/tissue");
 
+  // No Host header (an HTTP/1.0 caller): the address and port it reached.
+  a = http_get(serve.url() + "/apps/tissue", {"Host:"});
+  REQUIRE(a.status == 200);
+  CHECK(parse(a).at("url") == (serve.url() + "/apps/tissue").c_str());
+
+  // HEAD wherever GET goes: the headers without the body.
+  for (const std::string path : {"/healthz", "/readyz", "/", "/apps/tissue", "/apps/tissue/info", "/metrics"}) {
+    INFO(path);
+    a = http("HEAD", serve.url() + path, "", {});
+    CHECK(a.status == 200);
+    CHECK(a.body.empty());
+    check_versions(a);
+  }
+  a = http("HEAD", serve.url() + "/apps/tissue/imagenotification", "", {});
+  CHECK(a.status == 405);
+  CHECK(a.header("allow") == "POST");
+  a = http("DELETE", serve.url() + "/healthz", "", {});
+  CHECK(a.status == 405);
+  CHECK(a.header("allow") == "GET, HEAD");
+
   a = http_get(serve.url() + "/apps/other/info");
   REQUIRE(a.status == 200);
   check_versions(a);
