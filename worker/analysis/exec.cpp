@@ -152,10 +152,12 @@ struct Child {
   ~Child() {
     for (int fd : {in, out, err})
       if (fd >= 0) ::close(fd);
-    if (pid > 0 && !reaped) {
-      ::kill(-pid, SIGKILL);
-      ::kill(pid, SIGKILL);
-      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    if (pid > 0) {
+      ::kill(-pid, SIGKILL);  // its group, also what it left running after it exited
+      if (!reaped) {
+        ::kill(pid, SIGKILL);
+        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
       }
     }
   }
@@ -182,6 +184,9 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
   ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
   ::posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+  // Nothing else of this process (DPAT connections, queue locks, other
+  // jobs' files) reaches the program.
+  ::posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   ::posix_spawnattr_init(&attr);
   // Its own process group (killed whole on a cancel), SIGPIPE at its default
   // (a server in this process may ignore it) and an empty signal mask.
@@ -385,6 +390,11 @@ Outcome run(Context& ctx) {
   };
 
   char buf[65536];
+  // The program's exit ends the run even when something it started still
+  // holds its stdout or stderr: what it wrote before exiting is read, then
+  // the rest of its group is killed.
+  bool exited = false;
+  auto exited_at = std::chrono::steady_clock::now();
   while (child.out >= 0 || child.err >= 0) {
     ctx.check();  // cancel or time limit: the Child's end kills the group
     pollfd fds[3];
@@ -393,7 +403,7 @@ Outcome run(Context& ctx) {
     if (child.in >= 0) fds[idx_in = static_cast<int>(n++)] = {child.in, POLLOUT, 0};
     if (child.out >= 0) fds[idx_out = static_cast<int>(n++)] = {child.out, POLLIN, 0};
     if (child.err >= 0) fds[idx_err = static_cast<int>(n++)] = {child.err, POLLIN, 0};
-    int rc = ::poll(fds, n, 200);
+    int rc = ::poll(fds, n, exited ? 20 : 200);
     if (rc < 0) {
       if (errno == EINTR) continue;
       fail(command, std::string("poll: ") + std::strerror(errno));
@@ -433,12 +443,20 @@ Outcome run(Context& ctx) {
       }
     }
     if (!protocol_error.empty()) fail(command, protocol_error + last_lines(err_tail));
+    if (!exited) {
+      if (::waitpid(child.pid, &child.status, WNOHANG) == child.pid) {
+        exited = child.reaped = true;
+        exited_at = std::chrono::steady_clock::now();
+      }
+    } else if (rc == 0 || std::chrono::steady_clock::now() - exited_at > std::chrono::seconds(2)) {
+      break;  // drained: whoever still holds the pipes is left over from it
+    }
   }
   if (!out_buf.empty()) take_line(out_buf);  // a last line without its newline
   child.close_in();
   // Both pipes closed: the program exited (or closed them); wait, still
   // honouring cancel and the time limit.
-  while (true) {
+  while (!exited) {
     pid_t w = ::waitpid(child.pid, &child.status, WNOHANG);
     if (w == child.pid) break;
     if (w < 0 && errno != EINTR) fail(command, std::string("waitpid: ") + std::strerror(errno));

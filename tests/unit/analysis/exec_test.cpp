@@ -2,6 +2,7 @@
 // the shipped example examples/exec/frame.sh, on a synthetic slide.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -236,4 +237,47 @@ TEST_CASE("exec: the time limit and a cancel kill the program and what it starte
     CHECK(gone);
     if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
   }
+}
+
+TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {
+  ExecSlide t;
+  const fs::path pids = t.dir / "pids";
+  // The result, then a background sleep that keeps stdout and stderr open.
+  const std::string program = t.script(
+      "leave.sh", "echo '{\"result\": {\"displayResult\": \"done early\"}}'\nsleep 600 &\necho $! > \"$1\"\nexit 0\n");
+  analysis::Hooks hooks;
+  hooks.time_limit = 60s;  // before the fix the run waited for the sleep and timed out here
+  auto r = t.run({{"command", program}, {"args", pids.string()}}, hooks);
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  CHECK(r.outcome->display_result == "done early");
+  std::ifstream in(pids);
+  long pid = 0;
+  in >> pid;
+  REQUIRE(pid > 0);
+  bool gone = false;  // killed with the rest of its group
+  for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
+  CHECK(gone);
+  if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+}
+
+TEST_CASE("exec: the program gets stdin, stdout and stderr, none of the worker's other files", "[exec]") {
+  ExecSlide t;
+  // A descriptor of this process that is not close-on-exec (a library's
+  // socket, say) must not reach the program.
+  const fs::path marker = t.dir / "leak-marker";
+  std::ofstream(marker) << "x";
+  const int fd = ::open(marker.c_str(), O_RDONLY);  // no O_CLOEXEC, on purpose
+  REQUIRE(fd >= 0);
+  const std::string program = t.script("fds.sh", R"SH(n=0
+for f in /proc/$$/fd/*; do
+  case "$(readlink "$f")" in *leak-marker) n=$((n+1));; esac
+done
+echo "{\"result\": {\"displayResult\": \"$n\"}}"
+)SH");
+  auto r = t.run({{"command", program}});
+  ::close(fd);
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  CHECK(r.outcome->display_result == "0");
 }
