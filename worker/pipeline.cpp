@@ -275,8 +275,11 @@ slide::Image fetch_thumbnail(const JobSettings& settings, const JobRequest& requ
         const std::int64_t col = i % grid.cols, row = i / grid.cols;
         auto bytes = client.get_tile(request.slide_id, level, static_cast<int>(col),
                                      static_cast<int>(row), ext);
-        auto img = slide::decode_jpeg(bytes);
         auto r = dzi.tile_rect(level, col, row);
+        // A tile is its rectangle (a few pixels of overlap at most): a header
+        // claiming more is refused before its pixels are allocated.
+        constexpr std::int64_t kSlack = 8;
+        auto img = slide::decode_jpeg(bytes, static_cast<int>(r.width + kSlack), static_cast<int>(r.height + kSlack));
         const int w = std::min<int>(img.width, static_cast<int>(r.width));
         const int h = std::min<int>(img.height, static_cast<int>(r.height));
         for (int y = 0; y < h; ++y)

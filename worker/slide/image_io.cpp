@@ -73,7 +73,7 @@ std::vector<std::uint8_t> encode_jpeg(const Image& image, int quality) {
   return out;
 }
 
-Image decode_jpeg(std::span<const std::uint8_t> bytes) {
+Image decode_jpeg(std::span<const std::uint8_t> bytes, int max_width, int max_height) {
   TjHandle tj(tjInitDecompress());
   int w = 0, h = 0, subsamp = 0, colorspace = 0;
   if (tjDecompressHeader3(tj.h, bytes.data(), static_cast<unsigned long>(bytes.size()), &w, &h, &subsamp,
@@ -81,6 +81,9 @@ Image decode_jpeg(std::span<const std::uint8_t> bytes) {
     throw std::runtime_error(std::string("decode_jpeg: header: ") + tjGetErrorStr2(tj.h));
   if (w <= 0 || h <= 0 || static_cast<double>(w) * h > double(1u << 30))
     throw std::runtime_error("decode_jpeg: image " + std::to_string(w) + "x" + std::to_string(h) + " too large");
+  if ((max_width > 0 && w > max_width) || (max_height > 0 && h > max_height))
+    throw std::runtime_error("decode_jpeg: image " + std::to_string(w) + "x" + std::to_string(h) + " larger than " +
+                             std::to_string(max_width) + "x" + std::to_string(max_height));
   Image out(w, h);
   if (tjDecompress2(tj.h, bytes.data(), static_cast<unsigned long>(bytes.size()), out.rgb.data(), w, 0, h, TJPF_RGB,
                     0) != 0 &&

@@ -12,7 +12,9 @@ namespace iaserve::slide {
 
 // quality 1..100 (std::invalid_argument otherwise); 4:2:0 subsampling below 90, 4:4:4 from 90.
 std::vector<std::uint8_t> encode_jpeg(const Image& image, int quality = 85);
-Image decode_jpeg(std::span<const std::uint8_t> bytes);
+// max_width/max_height (when positive) refuse a larger image from its header,
+// before anything is allocated: for JPEGs whose size someone else claims.
+Image decode_jpeg(std::span<const std::uint8_t> bytes, int max_width = 0, int max_height = 0);
 void write_jpeg(const std::filesystem::path& path, const Image& image, int quality = 85);
 
 std::vector<std::uint8_t> encode_png(const Image& image);

@@ -48,6 +48,10 @@ TEST_CASE("PNG round trip is exact, JPEG close", "[image]") {
   for (std::size_t i = 0; i < img.rgb.size(); ++i) sum += std::abs(int(img.rgb[i]) - int(back.rgb[i]));
   CHECK(sum / static_cast<double>(img.rgb.size()) < 3.0);
   CHECK_THROWS_AS(sl::encode_jpeg(img, 0), std::invalid_argument);
+  // A size limit refuses a larger image from its header.
+  CHECK(sl::decode_jpeg(jpg, 123, 77).width == 123);
+  CHECK_THROWS_WITH(sl::decode_jpeg(jpg, 122, 77), "decode_jpeg: image 123x77 larger than 122x77");
+  CHECK_THROWS_WITH(sl::decode_jpeg(jpg, 200, 76), "decode_jpeg: image 123x77 larger than 200x76");
   std::vector<std::uint8_t> junk{1, 2, 3, 4};
   CHECK_THROWS_AS(sl::decode_jpeg(junk), std::runtime_error);
   CHECK_THROWS_AS(sl::decode_png(junk), std::runtime_error);
