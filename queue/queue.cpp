@@ -574,7 +574,11 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
         for (auto& f : j_file)
           if (f.fd) {
             f.fd.reset();
-            posix::unlink_file(f.path);
+            try {
+              posix::unlink_file(f.path);
+            } catch (const std::exception& e) {  // this thread must not throw: kept, replayed later (harmless)
+              logger()->warn("journal {} kept: {}", f.path.string(), e.what());
+            }
           }
         return;
       }
@@ -1616,7 +1620,10 @@ RecoverReport Queue::recover_orphans() { return impl_->recover(); }
 std::size_t Queue::purge(std::chrono::seconds older_than) {
   auto& q = *impl_;
   auto now = std::chrono::system_clock::now();
-  auto cutoff = now - older_than;
+  // An age past the epoch keeps everything (rather than wrapping round to
+  // a cutoff in the future that would take everything).
+  const auto since_epoch = std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch());
+  auto cutoff = older_than >= since_epoch ? std::chrono::system_clock::time_point{} : now - older_than;
   std::size_t removed = 0;
   auto mtime = [](const fs::path& p) {
     auto st = posix::stat_path(p);

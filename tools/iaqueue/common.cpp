@@ -102,6 +102,9 @@ std::chrono::seconds parse_age(const std::string& text) {
   else if (unit == "d") mult = 86400;
   if (!mult || n < 0)
     throw CLI::ValidationError("--older-than", "\"" + text + "\" is not an age like 7d, 12h, 30m, 45s");
+  constexpr long long kMaxSeconds = 100LL * 366 * 86400;  // a century: past it, time arithmetic would wrap
+  if (n > kMaxSeconds / mult)
+    throw CLI::ValidationError("--older-than", "\"" + text + "\" is more than 100 years");
   return std::chrono::seconds(n * mult);
 }
 

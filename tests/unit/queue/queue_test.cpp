@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <limits>
 #include <thread>
 
 #include "queue/queue.hpp"
@@ -717,6 +718,9 @@ TEST_CASE("purge removes finished jobs older than the age, keeps the rest", "[qu
   q.try_claim()->complete();
   q.try_claim()->fail("x", false);
   CHECK(q.purge(std::chrono::hours(1)) == 0);
+  // Ages past the epoch keep everything: no wrap-around to "all".
+  CHECK(q.purge(std::chrono::hours(24 * 200000)) == 0);
+  CHECK(q.purge(std::chrono::seconds(std::numeric_limits<std::int64_t>::max())) == 0);
   std::this_thread::sleep_for(1100ms);
   CHECK(q.purge(std::chrono::seconds(1)) == 2);
   CHECK_FALSE(q.find(a));

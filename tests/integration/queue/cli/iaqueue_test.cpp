@@ -96,6 +96,9 @@ TEST_CASE("iaqueue stats, ls, show (token redacted), cancel, requeue, purge", "[
   CHECK(iaqueue(dir, {"requeue", c}).code == 3);
 
   CHECK(iaqueue(dir, {"purge", "--older-than", "1x"}).code == 2);
+  r = iaqueue(dir, {"purge", "--older-than", "200000d"});  // would wrap round to "everything"
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Contains("is more than 100 years"));
   r = iaqueue(dir, {"purge", "--older-than", "0s"});
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Contains("removed 1"));  // a (cancelled)
