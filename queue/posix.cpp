@@ -44,8 +44,8 @@ std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes
   struct ::stat st {};
   if (::fstat(fd.get(), &st) != 0) fail(path, "fstat", errno);
   if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
-    throw QueueError("queue " + path.string() + ": " + std::to_string(st.st_size) +
-                     " bytes, more than the limit of " + std::to_string(max_bytes));
+    throw FileTooLarge("queue " + path.string() + ": " + std::to_string(st.st_size) +
+                       " bytes, more than the limit of " + std::to_string(max_bytes));
   std::string out;
   out.resize(static_cast<std::size_t>(st.st_size));
   std::size_t got = 0;

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "queue/queue.hpp"  // QueueError
+
 namespace iaserve::queue::posix {
 
 namespace fs = std::filesystem;
@@ -40,6 +42,12 @@ class Fd {
 };
 
 // Whole file, at most max_bytes (more is an error). nullopt when absent.
+// A file read_file refused for its size (what it holds is not what we wrote).
+class FileTooLarge : public QueueError {
+ public:
+  using QueueError::QueueError;
+};
+
 std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes);
 // Writes content to tmp_dir/<unique>, fsyncs it, renames it to dest (which
 // must not be open elsewhere) and fsyncs dest's folder when sync_dir.

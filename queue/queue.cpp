@@ -37,6 +37,13 @@ using posix::Fd;
 namespace {
 
 constexpr std::size_t kMaxJobBytes = 16u << 20;
+
+// A job file whose content is not a job (torn, overwritten, too large): moved
+// aside. Any other QueueError from reading one is the disk's or the share's.
+class CorruptJob : public QueueError {
+ public:
+  using QueueError::QueueError;
+};
 constexpr std::size_t kMaxLeaseBytes = 4096;
 // A journal file another process left is read up to this size.
 constexpr std::size_t kMaxSegmentRead = 256u << 20;
@@ -678,9 +685,9 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
       if (aside && s == State::failed) continue;
       try {
         if (read_job(s, id)) return false;
-      } catch (const QueueError&) {
+      } catch (const CorruptJob&) {
         torn.push_back(s);
-      }
+      }  // an unreadable file (QueueError) is not known to be lost: it propagates, replay waits
     }
     // One replayer per job even where flock is not shared between hosts; a
     // marker left by a replayer that died is taken over once stale.
@@ -708,15 +715,24 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     return ids;
   }
 
+  // nullopt when the file is not there. Throws CorruptJob when what it read
+  // is not a job, QueueError when it could not be read (EIO, EMFILE, a share
+  // reconnecting): only the first may be moved aside; the second is tried
+  // again later.
   std::optional<record::JobFile> read_job(State s, const std::string& id) const {
-    auto text = posix::read_file(job_path(s, id), kMaxJobBytes);
+    std::optional<std::string> text;
+    try {
+      text = posix::read_file(job_path(s, id), kMaxJobBytes);
+    } catch (const posix::FileTooLarge& e) {
+      throw CorruptJob(e.what());
+    }
     if (!text) return std::nullopt;
     try {
       auto f = record::decode_job(*text, id);
       f.job.state = s;
       return f;
     } catch (const QueueError& e) {
-      throw QueueError("queue " + job_path(s, id).string() + ": corrupt job file: " + e.what());
+      throw CorruptJob("queue " + job_path(s, id).string() + ": corrupt job file: " + e.what());
     }
   }
 
@@ -1122,10 +1138,13 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   std::optional<record::JobFile> f;
   try {
     f = read_job(State::pending, id);
-  } catch (const QueueError& e) {
+  } catch (const CorruptJob& e) {
     view_forget(id);
     if (!posix::path_exists(job_path(State::pending, id))) return std::nullopt;
     move_aside_corrupt(State::pending, id, e.what());
+    return std::nullopt;
+  } catch (const QueueError& e) {  // unreadable for now: left where it is
+    logger()->warn("job {}: not claimed: {}", id, e.what());
     return std::nullopt;
   }
   if (!f) {  // claimed or cancelled by someone else meanwhile
@@ -1227,9 +1246,12 @@ RecoverReport Queue::Impl::recover() {
     std::optional<record::JobFile> f;
     try {
       f = read_job(State::active, id);
-    } catch (const QueueError& e) {
+    } catch (const CorruptJob& e) {
       move_aside_corrupt(State::active, id, e.what());
       ++report.failed;
+      continue;
+    } catch (const QueueError& e) {  // unreadable for now: the next sweep looks again
+      logger()->warn("job {}: not recovered: {}", id, e.what());
       continue;
     }
     if (!f) continue;

@@ -649,6 +649,27 @@ TEST_CASE("corrupt job files go to failed/ with the cause; the claim loop goes o
   CHECK_THAT(q.find("junk")->last_error, Catch::Contains("not a JSON object"));
 }
 
+TEST_CASE("a job file that cannot be read for now is left where it is, not taken for corrupt", "[queue][error]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto id = q.enqueue(spec("s1"));
+  const fs::path file = t / "q" / "pending" / (id + ".json");
+  // read(2) failing on it (EISDIR here; EIO or EMFILE on a share that
+  // reconnects): the job stays, untouched, and is claimed once readable.
+  fs::rename(file, t / "q" / "aside.json");
+  fs::create_directory(file);
+  CHECK_FALSE(q.try_claim());
+  CHECK(fs::is_directory(file));
+  CHECK_FALSE(fs::exists(t / "q" / "failed" / (id + ".corrupt")));
+  CHECK(q.list(State::failed).empty());
+  fs::remove(file);
+  fs::rename(t / "q" / "aside.json", file);
+  auto c = q.try_claim();
+  REQUIRE(c);
+  CHECK(c->job().id == id);
+  c->complete();
+}
+
 TEST_CASE("a full disk (RLIMIT_FSIZE) is an error naming the file; nothing half-written", "[queue][error]") {
   TempDir t;
   Queue q(t / "q", fast());
