@@ -858,6 +858,14 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     // One folder is enough: the rename is one journal transaction (ext4,
     // xfs) or one server operation (SMB).
     if (durable) posix::fsync_dir(state_dir(to));
+    // A cancel that marked the job after `to` was chosen (it saw the job
+    // still active) is not lost: back in pending/, it is cancelled now. If
+    // another worker claimed it meanwhile, the mark stays for that run.
+    if (to == State::pending && posix::path_exists(mark_path(id))) {
+      if (!posix::rename_file(job_path(State::pending, id), job_path(State::cancelled, id))) return to;
+      logger()->info("job {}: cancelled (requested while it left active/)", id);
+      to = State::cancelled;
+    }
     // Nothing is deleted on this path (the mark is almost never there): on
     // a filesystem that avoids reusing recently freed inodes (ext4 without a
     // journal) every deletion makes later file creations slower. The lock
@@ -1481,6 +1489,7 @@ std::optional<Claim> Queue::wait_claim(std::chrono::milliseconds timeout) {
 bool Queue::cancel(const std::string& job_id) {
   auto& q = *impl_;
   if (!safe_id(job_id)) return false;
+  bool marked = false;  // a mark of ours was there while the job left active/
   for (int round = 0; round < 5; ++round) {
     if (posix::rename_file(q.job_path(State::pending, job_id), q.job_path(State::cancelled, job_id))) {
       q.sync(q.state_dir(State::cancelled));
@@ -1492,10 +1501,19 @@ bool Queue::cancel(const std::string& job_id) {
       if (!fd) posix::fail(q.mark_path(job_id), "create cancel mark", errno);
       fd.reset();
       q.sync(q.state_dir(State::active));
-      logger()->info("job {}: cancel requested while active", job_id);
-      return true;
+      // Still active after the mark exists: its run, or whoever moves it out
+      // of active/ next, sees the mark. Gone meanwhile: the mover may not
+      // have seen it; take the mark back and look again.
+      if (posix::path_exists(q.job_path(State::active, job_id))) {
+        logger()->info("job {}: cancel requested while active", job_id);
+        return true;
+      }
+      marked = true;
+      posix::unlink_file(q.mark_path(job_id));
+      continue;
     }
     // Neither: finished, unknown, or moving between the two right now.
+    if (marked && posix::path_exists(q.job_path(State::cancelled, job_id))) return true;  // its mover saw our mark
     for (State s : {State::done, State::failed, State::cancelled})
       if (posix::path_exists(q.job_path(s, job_id))) return false;
     if (round >= 1 && !posix::path_exists(q.job_path(State::pending, job_id))) return false;

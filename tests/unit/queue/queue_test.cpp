@@ -14,6 +14,7 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <atomic>
 #include <limits>
 #include <thread>
 
@@ -647,6 +648,37 @@ TEST_CASE("corrupt job files go to failed/ with the cause; the claim loop goes o
   CHECK_THAT(j->last_error, Catch::Contains("pending/" + bad_id + ".json: corrupt job file: not JSON"));
   CHECK(fs::exists(t / "q" / "failed" / (bad_id + ".corrupt")));
   CHECK_THAT(q.find("junk")->last_error, Catch::Contains("not a JSON object"));
+}
+
+TEST_CASE("a cancel that answers yes is never lost, however it races the job's release", "[queue][cancel]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  int acknowledged = 0;
+  for (int i = 0; i < 300; ++i) {
+    auto id = q.enqueue(spec("s" + std::to_string(i)));
+    auto c = q.try_claim();
+    REQUIRE(c);
+    REQUIRE(c->job().id == id);
+    std::atomic<bool> go{false};
+    bool said_yes = false;
+    std::thread canceller([&] {
+      while (!go) {
+      }
+      said_yes = q.cancel(id);
+    });
+    go = true;
+    c->release();
+    canceller.join();
+    auto j = q.find(id);
+    REQUIRE(j);
+    INFO("round " << i << ": cancel said " << said_yes << ", job " << to_string(j->state));
+    if (said_yes) {
+      ++acknowledged;
+      CHECK(j->state == State::cancelled);
+    }
+    if (j->state == State::pending) q.cancel(id);  // out of the next rounds' way
+  }
+  CHECK(acknowledged > 0);
 }
 
 TEST_CASE("a job file that cannot be read for now is left where it is, not taken for corrupt", "[queue][error]") {
