@@ -301,20 +301,6 @@ slide::Image fetch_thumbnail(const JobSettings& settings, const JobRequest& requ
   return canvas;
 }
 
-// The file of a (possibly multi-file) slide that OpenSlide should open.
-fs::path main_slide_file(const std::vector<fs::path>& files) {
-  static const char* const preferred[] = {".mrxs", ".vms", ".vmu", ".scn", ".svs", ".ndpi",
-                                          ".bif",  ".tif", ".tiff", ".svslide", ".dcm"};
-  for (const char* ext : preferred)
-    for (const auto& f : files) {
-      std::string e = f.extension().string();
-      std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return std::tolower(c); });
-      if (e == ext) return f;
-    }
-  if (files.empty()) throw std::runtime_error("the slide has no files");
-  return files.front();
-}
-
 slide::Image draw_overlay(slide::Image picture, std::int64_t slide_width,
                           const analysis::Outcome& outcome) {
   if (picture.empty() || slide_width <= 0) return picture;
@@ -532,7 +518,7 @@ void Pipeline::pipeline() {
 
   // 4. open
   t = Clock::now();
-  slide::Slide wsi = slide::Slide::open(main_slide_file(files));
+  slide::Slide wsi = slide::Slide::open(slide::prepare_slide_files(files));
   step_done("open", t);
   if (!thumbnail) {
     thumbnail = wsi.thumbnail(settings_.thumbnail_max_side);

@@ -619,4 +619,39 @@ std::size_t SlideCache::size() const {
   return entries_.size();
 }
 
+std::filesystem::path prepare_slide_files(const std::vector<std::filesystem::path>& files) {
+  namespace fs = std::filesystem;
+  static const char* const preferred[] = {".mrxs", ".vms", ".vmu", ".scn", ".svs", ".ndpi",
+                                          ".bif",  ".tif", ".tiff", ".svslide", ".dcm"};
+  auto lower_ext = [](const fs::path& f) {
+    std::string e = f.extension().string();
+    std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return e;
+  };
+  if (files.empty()) throw SlideError(SlideError::Kind::io, "the slide has no files");
+  fs::path main = files.front();
+  [&] {
+    for (const char* ext : preferred)
+      for (const auto& f : files)
+        if (lower_ext(f) == ext) {
+          main = f;
+          return;
+        }
+  }();
+  if (lower_ext(main) == ".mrxs" && files.size() > 1) {
+    const fs::path dir = main.parent_path() / main.stem();
+    std::error_code ec;
+    fs::create_directory(dir, ec);
+    if (ec) throw SlideError(SlideError::Kind::io, dir.string() + ": " + ec.message());
+    for (const auto& f : files) {
+      if (f == main || f.parent_path() != main.parent_path()) continue;
+      const fs::path link = dir / f.filename();
+      if (fs::exists(fs::symlink_status(link, ec))) continue;
+      fs::create_symlink(fs::path("..") / f.filename(), link, ec);
+      if (ec) throw SlideError(SlideError::Kind::io, link.string() + ": " + ec.message());
+    }
+  }
+  return main;
+}
+
 }  // namespace iaserve::slide

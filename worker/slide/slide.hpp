@@ -39,6 +39,13 @@ class SlideError : public std::runtime_error {
 
 const char* to_string(SlideError::Kind kind);
 
+// The file to open among the files of a (possibly multi-file) slide that a
+// download put side by side in one folder. An MRXS slide's data files are
+// looked for in <name>/ beside <name>.mrxs: they are linked there first (the
+// flat files stay, for the download's own bookkeeping). Throws SlideError(io)
+// when there are no files or a link cannot be made.
+std::filesystem::path prepare_slide_files(const std::vector<std::filesystem::path>& files);
+
 struct Size {
   std::int64_t width = 0;
   std::int64_t height = 0;

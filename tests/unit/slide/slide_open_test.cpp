@@ -148,3 +148,34 @@ TEST_CASE("SlideCache shares handles, bounds their count, reopens changed files"
   CHECK(h4.get() != h3.get());
   CHECK_THROWS_AS(cache.get(dir / "missing.svs"), sl::SlideError);
 }
+
+TEST_CASE("prepare_slide_files: the file to open; MRXS data files linked where OpenSlide looks", "[slide][files]") {
+  TempDir dir;
+  // A single-file slide: that file; several: the slide format's own file.
+  CHECK(sl::prepare_slide_files({dir / "a.svs"}) == dir / "a.svs");
+  CHECK(sl::prepare_slide_files({dir / "x.dat", dir / "s.VMS", dir / "y.jpg"}) == dir / "s.VMS");
+  CHECK_THROWS_AS(sl::prepare_slide_files({}), sl::SlideError);
+
+  // An MRXS slide as a download leaves it: every file flat in one folder.
+  const std::vector<std::filesystem::path> files{dir / "CMU-1.mrxs", dir / "Slidedat.ini", dir / "Index.dat",
+                                                 dir / "Data0000.dat"};
+  std::ofstream(files[0]) << "";
+  std::ofstream(files[1]) << "[GENERAL]\nSLIDE_VERSION = 1.9\n";  // not a whole slide, but enough to be found
+  std::ofstream(files[2]) << "x";
+  std::ofstream(files[3]) << "y";
+  std::string flat_message;
+  REQUIRE(open_error(files[0], flat_message) == sl::SlideError::Kind::not_a_slide);  // OpenSlide cannot see it
+
+  CHECK(sl::prepare_slide_files(files) == files[0]);
+  for (const char* name : {"Slidedat.ini", "Index.dat", "Data0000.dat"}) {
+    INFO(name);
+    CHECK(std::filesystem::is_symlink(dir / "CMU-1" / name));
+    CHECK(std::filesystem::equivalent(dir / "CMU-1" / name, dir / name));
+  }
+  CHECK(std::filesystem::is_regular_file(dir / "Slidedat.ini"));  // the flat file stays
+  CHECK(sl::prepare_slide_files(files) == files[0]);               // again: nothing to do, no error
+  // Now OpenSlide takes it for MIRAX (and finds this one broken).
+  std::string message;
+  CHECK(open_error(files[0], message) == sl::SlideError::Kind::broken);
+  INFO(message);
+}
