@@ -1,4 +1,5 @@
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -67,14 +68,21 @@ std::string eta_text(double seconds_left) {
   return " (ETA " + std::to_string(s / 3600) + " h " + std::to_string((s % 3600) / 60) + " min)";
 }
 
+// Under a temporary name of its own: two jobs of the slide (two apps) may
+// write at once.
 void write_file(const fs::path& path, std::string_view data) {
+  static std::atomic<unsigned> counter{0};
   fs::path tmp = path;
-  tmp += ".tmp";
+  tmp += "." + std::to_string(::getpid()) + "." + std::to_string(counter++) + ".tmp";
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(data.data(), static_cast<std::streamsize>(data.size()));
     out.flush();
-    if (!out) throw std::runtime_error("write " + tmp.string() + ": failed");
+    if (!out) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw std::runtime_error("write " + tmp.string() + ": failed");
+    }
   }
   fs::rename(tmp, path);
 }

@@ -2,11 +2,14 @@
 
 #include <png.h>
 #include <turbojpeg.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <stdexcept>
@@ -45,11 +48,24 @@ std::vector<std::uint8_t> read_file(const std::filesystem::path& path, std::uint
   return bytes;
 }
 
+// Whole or not at all, under a temporary name of its own: a reader (the
+// status page) never sees half a picture, and two jobs writing the same
+// slide's picture at once do not mix their bytes.
 void write_file(const std::filesystem::path& path, const std::vector<std::uint8_t>& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
-  out.close();
-  if (!out) throw std::runtime_error(path.string() + ": write failed");
+  static std::atomic<unsigned> counter{0};
+  std::filesystem::path tmp = path;
+  tmp += "." + std::to_string(::getpid()) + "." + std::to_string(counter++) + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.close();
+    if (!out) {
+      std::error_code ec;
+      std::filesystem::remove(tmp, ec);
+      throw std::runtime_error(path.string() + ": write failed");
+    }
+  }
+  std::filesystem::rename(tmp, path);
 }
 
 }  // namespace
