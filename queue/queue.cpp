@@ -202,6 +202,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   std::mutex view_m;
   std::set<std::string> view;
   std::unordered_map<std::string, int> view_hashes;  // slide hash -> ids in view
+  std::set<std::string> foreign;  // pending jobs of apps Options::accept_app refuses
   bool view_valid = false;
   std::int64_t view_listed_ns = 0;
 
@@ -1159,6 +1160,12 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
     view_forget(id);
     return std::nullopt;
   }
+  if (opt.accept_app && !opt.accept_app(f->job.app_id)) {
+    std::lock_guard lk(view_m);
+    if (foreign.size() >= 4096) foreign.clear();  // a bound; they are read once more
+    foreign.insert(id);  // a job's app never changes: not read again
+    return std::nullopt;
+  }
   // A newer request for the same slide waits too (enqueued by another
   // process, or this job came back from a run): the newest one runs.
   if (auto newer = newer_in_view(id)) {
@@ -1225,6 +1232,10 @@ std::optional<Claim> Queue::Impl::try_claim() {
     if (!busy) busy = active_slides();
     for (auto& id : batch) {
       if (!safe_id(id)) continue;
+      {
+        std::lock_guard lk(view_m);
+        if (foreign.count(id)) continue;  // another app's: see Options::accept_app
+      }
       auto h = hash_of(id);
       if (auto it = h.empty() ? busy->end() : busy->find(std::string(h)); it != busy->end()) {
         supersede_if_outdated(id, it->second);

@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -86,6 +87,9 @@ struct Options {
   // A name for this process in its lease, for people (status pages): the
   // worker's host id, say. Host and pid stay what ownership checks use.
   std::string label;
+  // Which apps' jobs this process claims (empty: all). A job of another app
+  // stays pending, untouched, for a worker that has that app.
+  std::function<bool(const std::string& app_id)> accept_app;
 };
 
 // What the server enqueues. (app_id, slide_key) is the coalescing key.

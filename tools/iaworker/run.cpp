@@ -12,6 +12,7 @@
 #include <atomic>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "iaapi/log.hpp"
@@ -80,6 +81,11 @@ worker::WorkerOptions worker_options(const server::Config& c) {
   j.host_id = c.worker.host_id.empty() ? host_name() : c.worker.host_id;
   o.queue.label = "iaworker " + j.host_id;
   for (const auto& app : c.apps) j.apps[app.application_id] = {app.analysis, app.params};
+  // Jobs of apps this worker's configuration lacks wait for a worker that
+  // has them (hosts mid-rollout), rather than failing here.
+  std::set<std::string> known;
+  for (const auto& app : c.apps) known.insert(app.application_id);
+  o.queue.accept_app = [known = std::move(known)](const std::string& app_id) { return known.count(app_id) > 0; };
   return o;
 }
 

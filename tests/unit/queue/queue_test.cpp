@@ -1023,3 +1023,30 @@ TEST_CASE("a journal that cannot be written fails the enqueue, naming it, and le
   CHECK(files(t / "q" / "pending").size() == 2);
   CHECK(files(t / "q" / "tmp", "").empty());
 }
+
+TEST_CASE("a worker claims only the apps it accepts; the others' jobs wait for theirs", "[queue]") {
+  TempDir t;
+  auto only_a = fast();
+  only_a.accept_app = [](const std::string& app) { return app == "a"; };
+  Queue qa(t / "q", only_a);
+  auto b_spec = spec("s1");
+  b_spec.app_id = "b";
+  auto b = qa.enqueue(b_spec);
+  auto a_spec = spec("s2");
+  a_spec.app_id = "a";
+  auto a = qa.enqueue(a_spec);
+  auto c = qa.try_claim();
+  REQUIRE(c);
+  CHECK(c->job().id == a);
+  c->complete();
+  CHECK_FALSE(qa.try_claim());
+  CHECK_FALSE(qa.try_claim());  // still not b: remembered, not failed
+  auto jb = qa.find(b);
+  REQUIRE(jb);
+  CHECK(jb->state == State::pending);
+  CHECK(jb->attempts == 0);
+  Queue any(t / "q", fast());  // a worker with every app takes it
+  auto cb = any.try_claim();
+  REQUIRE(cb);
+  CHECK(cb->job().id == b);
+}
