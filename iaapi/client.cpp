@@ -4,6 +4,7 @@
 #include "iaapi/log.hpp"
 #include "iaapi/multipart.hpp"
 #include "iaapi/version.hpp"
+#include "iaapi/text.hpp"
 
 #include <curl/curl.h>
 
@@ -151,22 +152,17 @@ std::string error_detail(const std::string& body) {
     for (const char* key : {"error", "message", "title", "detail"}) {
       auto it = o.find(key);
       if (it != o.end() && it->value().is_string()) {
-        std::string s(it->value().get_string());
-        if (s.size() > 300) s = s.substr(0, 300) + "...";
-        return s;
+        return clip_utf8(it->value().get_string(), 300);
       }
     }
   }
   std::string s;
-  for (char ch : body) {
-    if (s.size() >= 200) {
-      s += "...";
-      break;
-    }
+  for (char ch : utf8_prefix(body, 200)) {
     auto c = static_cast<unsigned char>(ch);
     s += (c < 0x20 || c == 0x7f) ? ' ' : ch;
   }
   while (!s.empty() && s.back() == ' ') s.pop_back();
+  if (body.size() > 200) s += "...";
   return s;
 }
 
@@ -239,6 +235,7 @@ struct CallbackClient::Impl {
     CURL* handle = nullptr;  // the easy handle carrying it
     Response response;
     StreamSink* sink = nullptr;
+    std::vector<long> sink_ok;  // statuses whose body goes to the sink (the call's ok)
     bool sink_started = false;
     bool too_large = false;
     std::exception_ptr error;  // thrown by the sink inside a callback
@@ -309,7 +306,9 @@ struct CallbackClient::Impl {
     const size_t len = size * n;
     if (ex->sink && !ex->sink_started) {
       curl_easy_getinfo(ex->handle, CURLINFO_RESPONSE_CODE, &ex->response.status);
-      if (ex->response.status >= 200 && ex->response.status < 300) {
+      // Only an accepted answer is the file: a 206 or 203 is not (and
+      // must never be recorded as a finished download).
+      if (std::find(ex->sink_ok.begin(), ex->sink_ok.end(), ex->response.status) != ex->sink_ok.end()) {
         ex->sink_started = true;
         try {
           ex->sink->begin(ex->response.status, ex->response.headers);
@@ -574,7 +573,7 @@ struct CallbackClient::Impl {
                      Pending* started) {
     const std::string step = std::string(method) + " " + path;
     const bool idempotent = std::string_view(method) != "POST";
-    const auto start = Clock::now();
+    std::chrono::milliseconds waited{0};  // in backoff so far
     char own_errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;; ++attempt) {
       const bool landing = started && attempt == 1;
@@ -585,6 +584,7 @@ struct CallbackClient::Impl {
       Exchange own_ex;
       own_ex.self = this;
       own_ex.sink = sink;
+      own_ex.sink_ok.assign(ok.begin(), ok.end());
       CURLcode rc;
       char* errbuf = own_errbuf;
       if (landing) {
@@ -596,8 +596,8 @@ struct CallbackClient::Impl {
         rc = perform(method, path, body, json_answer, own_ex, errbuf);
       }
       Exchange& ex = own_ex;
-      if (rc == CURLE_OK && sink && !ex.sink_started && ex.response.status >= 200 &&
-          ex.response.status < 300) {
+      if (rc == CURLE_OK && sink && !ex.sink_started &&
+          std::find(ok.begin(), ok.end(), ex.response.status) != ok.end()) {
         // An empty 2xx body: no write callback ran.
         try {
           ex.sink_started = true;
@@ -658,9 +658,9 @@ struct CallbackClient::Impl {
       std::uniform_real_distribution<double> jitter(0.5, 1.0);
       auto delay = std::chrono::milliseconds(static_cast<long>(exp_ms * jitter(rng)));
       if (retry_after) delay = *retry_after;
-      const auto spent =
-          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
-      if (spent + delay > options.max_retry_time)
+      // The budget is the waiting between attempts, not the attempts: a
+      // download that breaks after ten minutes is still worth another try.
+      if (waited + delay > options.max_retry_time)
         throw CallbackError(kind, status,
                             step + ": " + what + attempts + " (next retry in " +
                                 std::to_string(delay.count()) + " ms would exceed the " +
@@ -668,6 +668,7 @@ struct CallbackClient::Impl {
       logger()->warn("{}: {}; retry {}/{} in {} ms", step, what, attempt, options.max_attempts - 1,
                      delay.count());
       sleep_for(delay, step);
+      waited += delay;
     }
   }
 

@@ -63,7 +63,7 @@ struct ClientOptions {
   long low_speed_bytes = 1;
   std::chrono::seconds low_speed_time{30};
   int max_attempts = 4;                              // first try included
-  std::chrono::milliseconds max_retry_time{60'000};  // backoff budget of one call
+  std::chrono::milliseconds max_retry_time{60'000};  // most time one call waits between its attempts
   std::chrono::milliseconds backoff_initial{250};
   std::chrono::milliseconds backoff_max{8'000};
   std::size_t max_body_bytes = 64u << 20;  // JSON, label, tile answers

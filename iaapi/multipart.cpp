@@ -1,4 +1,5 @@
 #include "iaapi/multipart.hpp"
+#include "iaapi/text.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -39,12 +40,7 @@ std::string_view trim(std::string_view s) {
 std::string quote(std::string_view s) {
   static const char* hex = "0123456789abcdef";
   std::string out = "\"";
-  std::size_t shown = 0;
-  for (char ch : s) {
-    if (++shown > 80) {
-      out += "...";
-      break;
-    }
+  for (char ch : utf8_prefix(s, 80)) {
     auto c = static_cast<unsigned char>(ch);
     if (c < 0x20 || c == 0x7f) {
       out += "\\x";
@@ -57,6 +53,7 @@ std::string quote(std::string_view s) {
       out += ch;
     }
   }
+  if (s.size() > 80) out += "...";
   return out + "\"";
 }
 

@@ -1,5 +1,7 @@
 #include "iaapi/result_builder.hpp"
 
+#include "iaapi/text.hpp"
+
 #include "iaapi/geometry.hpp"
 
 #include <algorithm>
@@ -11,10 +13,7 @@ namespace {
 // annotation list readable.
 constexpr std::size_t kMaxReasonLength = 500;
 
-std::string clip(std::string_view s, std::size_t limit) {
-  if (s.size() <= limit) return std::string(s);
-  return std::string(s.substr(0, limit)) + "...";
-}
+std::string clip(std::string_view s, std::size_t limit) { return clip_utf8(s, limit); }
 
 // The frame round the slide with a label at its top, or only the label when
 // the slide size is not known yet.

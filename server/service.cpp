@@ -16,6 +16,7 @@
 #include "iaapi/result_builder.hpp"
 #include "iaapi/thread_pool.hpp"
 #include "iaapi/version.hpp"
+#include "iaapi/text.hpp"
 #include "queue/queue.hpp"
 #include "server/filter.hpp"
 #include "server/job_payload.hpp"
@@ -55,11 +56,7 @@ http::Response error_answer(unsigned status, const std::string& error, const std
 
 // At most n bytes of an outside value for an error text, cut before a
 // UTF-8 sequence rather than inside it (the answer stays valid UTF-8).
-std::string clip(std::string_view s, std::size_t n) {
-  if (s.size() <= n) return std::string(s);
-  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
-  return std::string(s.substr(0, n)) + "...";
-}
+std::string clip(std::string_view s, std::size_t n) { return iaapi::clip_utf8(s, n); }
 
 // Why a callbackInfo.url cannot be called, or nullopt: http(s), then a host.
 std::optional<std::string> callback_url_problem(std::string_view u) {

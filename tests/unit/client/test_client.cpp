@@ -309,6 +309,24 @@ TEST_CASE("client: 5xx after the retries is a server error; POST retried only on
   CHECK(busy.request_count() == 2);
 }
 
+TEST_CASE("client: the retry budget counts the waits, not the attempts", "[client][timeout]") {
+  TestServer server([](const Received&, std::size_t) {
+    Reply r;
+    r.hang = true;
+    return r;
+  });
+  auto o = fast();
+  o.total_timeout = 300ms;  // each attempt takes longer than the whole budget
+  o.max_retry_time = 100ms;
+  o.max_attempts = 3;
+  auto c = client_for(server, o);
+  auto e = error_from([&] { c.get_info(); });
+  REQUIRE(e);
+  CHECK(e->kind() == CallbackErrorKind::transport);
+  CHECK_THAT(e->what(), Catch::Matchers::EndsWith("(after 3 attempts)"));
+  CHECK(server.request_count() == 3);
+}
+
 TEST_CASE("client: 429 after the retries is its own kind, throttled, with its status", "[client][errors]") {
   TestServer server([](const Received&, std::size_t) { return Reply::json(429, R"({"error":"slow down"})"); });
   auto c = client_for(server);
@@ -459,6 +477,28 @@ TEST_CASE("client: upsert posts once, then puts over the newest with its version
           "PUT /applications/tissue/results/1: 409 Conflict: stale versionId");
     CHECK(dpat.puts == 1 + 3);
   }
+}
+
+TEST_CASE("download: a 2xx other than 200 (a 206 from a proxy) is an error and never a finished file",
+          "[download]") {
+  const std::string content = random_bytes(100'000, 3);
+  TempDir tmp;
+  TestServer server([&](const Received&, std::size_t i) {
+    if (i == 0)
+      return Reply::with(206, content.substr(0, 1000), {"Content-Disposition: attachment; filename=\"a.svs\""},
+                         "application/octet-stream");
+    return Reply::with(200, content, {"Content-Disposition: attachment; filename=\"a.svs\""},
+                       "application/octet-stream");
+  });
+  auto c = client_for(server);
+  auto e = error_from([&] { c.download_files("s1", tmp / "slide"); });
+  REQUIRE(e);
+  CHECK(e->status() == 206);
+  // Asked again: requested again (nothing was recorded as complete), and whole.
+  const auto files = c.download_files("s1", tmp / "slide");
+  CHECK(server.request_count() == 2);
+  REQUIRE(files.size() == 1);
+  CHECK(read_file(files[0]) == content);
 }
 
 TEST_CASE("download: one file, named by Content-Disposition", "[download]") {

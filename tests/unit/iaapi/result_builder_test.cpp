@@ -65,6 +65,12 @@ TEST_CASE("failed result", "[iaapi][builder]") {
   CHECK(r.data.result->primitives[0].style->stroke_style != progress_style().stroke_style);
   const std::string long_reason(5000, 'x');
   CHECK(failed_text(long_reason).size() < 600);
+  // Cut between characters, never inside one: the result stays valid JSON
+  // (an "é" straddles the 500-byte limit here).
+  const std::string accented = std::string(499, 'a') + "\u00e9tait impossible";
+  const Result cut = failed_result("s", 100, 50, accented, "0.1.0");
+  CHECK(text_property(cut, "Error") == std::string(499, 'a') + "...");
+  CHECK_NOTHROW(boost::json::parse(boost::json::serialize(to_json(cut))));
 }
 
 TEST_CASE("primitive result from polygons and labels", "[iaapi][builder]") {
