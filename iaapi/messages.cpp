@@ -312,6 +312,7 @@ std::int64_t read_int(Reader& r, const json::value& v) {
       // 3.0 is an integer written by a sloppy encoder; 3.5 is not.
       if (std::isfinite(d) && d == std::trunc(d) && std::abs(d) < 9.0e15)
         return static_cast<std::int64_t>(d);
+      if (std::isfinite(d) && d == std::trunc(d)) r.fail("integer out of range");
       r.fail("expected integer, got a fractional number");
     }
     default:
@@ -491,11 +492,15 @@ QualityControl read_quality_control(Reader& r, const json::value& v) {
 }
 
 // ---------------------------------------------------------------- image info
-Size read_positive_size(Reader& r, const json::value& v) {
+// Sizes in pixels, 1 to max: the largest slides are a few hundred thousand
+// pixels a side and tiles a few thousand; anything near int64's end would
+// overflow the tile arithmetic that follows.
+Size read_positive_size(Reader& r, const json::value& v, std::int64_t max) {
   const auto& o = read_object(r, v);
-  auto positive = [](Reader& rr, const json::value& x) {
+  auto positive = [max](Reader& rr, const json::value& x) {
     const std::int64_t n = read_int(rr, x);
     if (n <= 0) rr.fail(std::to_string(n) + " is not positive");
+    if (n > max) rr.fail(std::to_string(n) + " is more than " + std::to_string(max));
     return n;
   };
   Size s;
@@ -503,6 +508,8 @@ Size read_positive_size(Reader& r, const json::value& v) {
   s.height = required(r, o, "height", positive);
   return s;
 }
+constexpr std::int64_t kMaxImageSide = std::int64_t{1} << 31;
+constexpr std::int64_t kMaxTileSide = 65536;
 
 std::string read_display_name(Reader& r, const json::value& v) {
   const auto& o = read_object(r, v);
@@ -536,8 +543,12 @@ ImageInfo read_image_info(Reader& r, const json::value& v) {
   ImageInfo i;
   i.id = required(r, o, "id", read_id);
   i.is_streamable = optional(r, o, "isStreamable", read_bool).value_or(false);
-  i.image_size = required(r, o, "imageSize", read_positive_size);
-  i.tile_size = required(r, o, "tileSize", read_positive_size);
+  i.image_size = required(r, o, "imageSize", [](Reader& rr, const json::value& x) {
+    return read_positive_size(rr, x, kMaxImageSide);
+  });
+  i.tile_size = required(r, o, "tileSize", [](Reader& rr, const json::value& x) {
+    return read_positive_size(rr, x, kMaxTileSide);
+  });
   i.microns_per_pixel = optional(r, o, "micronsPerPixel", [](Reader& rr, const json::value& x) {
                           const double d = read_number(rr, x);
                           if (d < 0) rr.fail("negative");
