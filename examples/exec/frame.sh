@@ -1,8 +1,9 @@
 #!/bin/sh
 # An external analysis for iaserve's `exec` (docs/exec.md), in POSIX sh: it
-# outlines the middle of the slide, or every drawn region, and reports the
-# slide's size. Real programs (a Python model, say) follow the same protocol:
-# read the JSON job on stdin, print JSON lines on stdout, talk on stderr.
+# outlines the middle of the slide (--margin percent from each edge) and
+# reports the slide's size. Real programs (a Python model, say) follow the
+# same protocol: read the JSON job on stdin, print JSON lines on stdout,
+# talk on stderr.
 #
 #   [[apps]]
 #   analysis = "exec"
