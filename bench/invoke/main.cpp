@@ -5,6 +5,13 @@
 // Prints invocations/s, p50/p99 latency, p99 as a multiple of L and the
 // server's peak RSS (VmHWM), against the targets:
 //   p99 <= 3 L + 5 ms (C=64, L=5); >= 2,000 invocations/s (L=0); RSS <= 50 MB.
+//
+// Then, in the same run, the floor: C threads of this program making a
+// create's two callbacks themselves (list the app's results on the slide,
+// then PUT over the newest or POST the frame: the callback client iaserve
+// uses), against the same dpatsim, with no iaserve. Its rate and p99 are
+// what the callbacks alone cost on this machine at this concurrency; the
+// figures above are also printed as ratios to them.
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
 #include <fcntl.h>
@@ -27,6 +34,8 @@
 #include <vector>
 
 #include "bench/common/fs_cost.hpp"
+#include "iaapi/client.hpp"
+#include "iaapi/result_builder.hpp"
 
 extern char** environ;
 
@@ -127,6 +136,61 @@ double percentile(std::vector<double>& v, double p) {
   return v[k];
 }
 
+struct Figures {
+  double rate = 0, p50 = 0, p99 = 0, seconds = 0;
+  std::size_t ok = 0;
+  long failed = 0;
+};
+
+// Runs body(client index, iteration) on `clients` threads until `seconds`
+// after `warmup` seconds; body returns its latency in ms, or < 0 on failure.
+// on_start runs when the measured seconds begin.
+template <class Body, class Start>
+Figures closed_loop(int clients, int warmup, int seconds, const Body& body, const Start& on_start) {
+  std::atomic<bool> measuring{false}, stop{false};
+  std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
+  std::vector<long> errors(static_cast<std::size_t>(clients), 0);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < clients; ++c)
+    threads.emplace_back([&, c] {
+      for (int k = 0; !stop; ++k) {
+        double ms = body(c, k);
+        if (!measuring) continue;
+        if (ms < 0)
+          ++errors[static_cast<std::size_t>(c)];
+        else
+          lat[static_cast<std::size_t>(c)].push_back(ms);
+      }
+    });
+  std::this_thread::sleep_for(std::chrono::seconds(warmup));
+  on_start();
+  measuring = true;
+  auto t0 = Clock::now();
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  measuring = false;
+  double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+  stop = true;
+  for (auto& t : threads) t.join();
+  std::vector<double> all;
+  Figures f;
+  for (std::size_t i = 0; i < lat.size(); ++i) {
+    all.insert(all.end(), lat[i].begin(), lat[i].end());
+    f.failed += errors[i];
+  }
+  f.ok = all.size();
+  f.seconds = elapsed;
+  f.rate = static_cast<double>(all.size()) / elapsed;
+  f.p50 = percentile(all, 0.50);
+  f.p99 = percentile(all, 0.99);
+  return f;
+}
+
+std::string slide_name(int c, int k, int clients, int slides) {
+  char name[32];
+  std::snprintf(name, sizeof name, "b%04d", (c + k * clients) % slides);
+  return name;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -191,74 +255,87 @@ int main(int argc, char** argv) {
     const std::string target = serve.url() + "/apps/bench";
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    std::atomic<bool> measuring{false}, stop{false};
-    std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
-    std::vector<long> errors(static_cast<std::size_t>(clients), 0);
-    std::vector<std::thread> threads;
-    for (int c = 0; c < clients; ++c) {
-      threads.emplace_back([&, c] {
-        CURL* h = curl_easy_init();
-        std::string answer;
-        curl_slist* hdr = curl_slist_append(nullptr, "Content-Type: application/json");
-        curl_easy_setopt(h, CURLOPT_URL, target.c_str());
-        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, sink);
-        curl_easy_setopt(h, CURLOPT_WRITEDATA, &answer);
-        curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 30000L);
-        int k = 0;
-        while (!stop) {
-          int s = (c + k * clients) % slides;
-          ++k;
-          char slide[32];
-          std::snprintf(slide, sizeof slide, "b%04d", s);
-          std::string body = std::string("{\"action\":\"create\",\"applicationId\":\"bench\",\"slideId\":\"") + slide +
-                             "\",\"callbackInfo\":{\"url\":\"" + cb + "\",\"token\":\"" + token +
-                             "\"},\"input\":{\"type\":\"wholeSlide\"}}";
-          curl_easy_setopt(h, CURLOPT_POSTFIELDS, body.c_str());
-          curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-          answer.clear();
-          auto t0 = Clock::now();
-          CURLcode res = curl_easy_perform(h);
-          double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-          long status = 0;
-          curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-          if (!measuring) continue;
-          if (res != CURLE_OK || status != 200) {
-            if (errors[static_cast<std::size_t>(c)]++ == 0 && c == 0)
-              std::cerr << "error: " << curl_easy_strerror(res) << " status " << status << " " << answer << "\n";
-          } else {
-            lat[static_cast<std::size_t>(c)].push_back(ms);
-          }
-        }
+    struct Easy {
+      CURL* h = curl_easy_init();
+      curl_slist* hdr = curl_slist_append(nullptr, "Content-Type: application/json");
+      std::string answer;
+      Easy() = default;
+      Easy(const Easy&) = delete;
+      Easy& operator=(const Easy&) = delete;
+      ~Easy() {
         curl_slist_free_all(hdr);
         curl_easy_cleanup(h);
-      });
+      }
+    };
+    std::vector<Easy> easy(static_cast<std::size_t>(clients));
+    for (auto& e : easy) {
+      curl_easy_setopt(e.h, CURLOPT_URL, target.c_str());
+      curl_easy_setopt(e.h, CURLOPT_HTTPHEADER, e.hdr);
+      curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, sink);
+      curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &e.answer);
+      curl_easy_setopt(e.h, CURLOPT_NOSIGNAL, 1L);
+      curl_easy_setopt(e.h, CURLOPT_TIMEOUT_MS, 30000L);
     }
-    std::this_thread::sleep_for(std::chrono::seconds(warmup));
-    measuring = true;
-    double serve_cpu0 = serve.cpu_seconds(), sim_cpu0 = sim.cpu_seconds(), self_cpu0 = self_cpu_seconds();
-    auto t0 = Clock::now();
-    std::this_thread::sleep_for(std::chrono::seconds(seconds));
-    measuring = false;
+    double serve_cpu0 = 0, sim_cpu0 = 0, self_cpu0 = 0;
+    std::atomic<bool> told{false};
+    auto create = [&](int c, int k) -> double {
+      Easy& e = easy[static_cast<std::size_t>(c)];
+      std::string body = "{\"action\":\"create\",\"applicationId\":\"bench\",\"slideId\":\"" +
+                         slide_name(c, k, clients, slides) + "\",\"callbackInfo\":{\"url\":\"" + cb +
+                         "\",\"token\":\"" + token + "\"},\"input\":{\"type\":\"wholeSlide\"}}";
+      curl_easy_setopt(e.h, CURLOPT_POSTFIELDS, body.c_str());
+      curl_easy_setopt(e.h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+      e.answer.clear();
+      auto t0 = Clock::now();
+      CURLcode res = curl_easy_perform(e.h);
+      double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      long status = 0;
+      curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &status);
+      if (res == CURLE_OK && status == 200) return ms;
+      if (!told.exchange(true))
+        std::cerr << "error: " << curl_easy_strerror(res) << " status " << status << " " << e.answer << "\n";
+      return -1;
+    };
+    Figures run = closed_loop(clients, warmup, seconds, create, [&] {
+      serve_cpu0 = serve.cpu_seconds();
+      sim_cpu0 = sim.cpu_seconds();
+      self_cpu0 = self_cpu_seconds();
+    });
     double serve_cpu = serve.cpu_seconds() - serve_cpu0, sim_cpu = sim.cpu_seconds() - sim_cpu0;
     double self_cpu = self_cpu_seconds() - self_cpu0;
-    double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-    stop = true;
-    for (auto& t : threads) t.join();
     long rss_kb = serve.peak_rss_kb();
 
-    std::vector<double> all;
-    long errs = 0;
-    for (std::size_t i = 0; i < lat.size(); ++i) {
-      all.insert(all.end(), lat[i].begin(), lat[i].end());
-      errs += errors[i];
-    }
-    double rate = static_cast<double>(all.size()) / elapsed;
-    double p50 = percentile(all, 0.50), p99 = percentile(all, 0.99);
+    // The floor: the two callbacks of a create, made here, without iaserve.
+    std::vector<iaserve::iaapi::CallbackClient> direct;
+    iaserve::iaapi::ClientOptions copts;
+    copts.max_attempts = 1;
+    for (int c = 0; c < clients; ++c) direct.emplace_back(iaserve::iaapi::CallbackInfo{cb, token}, copts);
+    std::atomic<bool> told_floor{false};
+    auto callbacks = [&](int c, int k) -> double {
+      const std::string slide = slide_name(c, k, clients, slides);
+      auto t0 = Clock::now();
+      try {
+        auto frame = iaserve::iaapi::progress_result(slide, 1024, 768, "analysis queued", 0, "bench");
+        direct[static_cast<std::size_t>(c)].upsert_result("bench", slide, frame);
+      } catch (const std::exception& ex) {
+        if (!told_floor.exchange(true)) std::cerr << "floor error: " << ex.what() << "\n";
+        return -1;
+      }
+      return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    };
+    double floor_sim0 = 0, floor_self0 = 0;
+    Figures floor = closed_loop(clients, warmup, seconds, callbacks, [&] {
+      floor_sim0 = sim.cpu_seconds();
+      floor_self0 = self_cpu_seconds();
+    });
+    const double floor_sim = sim.cpu_seconds() - floor_sim0, floor_self = self_cpu_seconds() - floor_self0;
+    const double rate = run.rate, p50 = run.p50, p99 = run.p99;
+    const std::size_t done = run.ok;
+    const long errs = run.failed;
+    const double elapsed = run.seconds;
     std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %u pool threads\n",
                 clients, latency, elapsed, io_threads, pool_threads);
-    std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", all.size(), errs, qdir.c_str());
+    std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", done, errs, qdir.c_str());
     std::printf("creating an empty file there before the run: %.0f us (about 12 us on a quiet ext4 here; far more\n"
                 "  within minutes of mass deletions on ext4 without a journal: then use --queue-dir elsewhere)\n",
                 create_us);
@@ -271,13 +348,21 @@ int main(int argc, char** argv) {
     std::printf(
         "CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second, %.0f us each), "
         "dpatsim %.2f s (%.0f us per invocation), clients %.2f s\n",
-        serve_cpu, serve_cpu > 0 ? static_cast<double>(all.size()) / serve_cpu : 0.0,
-        all.empty() ? 0.0 : serve_cpu * 1e6 / static_cast<double>(all.size()), sim_cpu,
-        all.empty() ? 0.0 : sim_cpu * 1e6 / static_cast<double>(all.size()), self_cpu);
+        serve_cpu, serve_cpu > 0 ? static_cast<double>(done) / serve_cpu : 0.0,
+        done == 0 ? 0.0 : serve_cpu * 1e6 / static_cast<double>(done), sim_cpu,
+        done == 0 ? 0.0 : sim_cpu * 1e6 / static_cast<double>(done), self_cpu);
     std::printf("latency p50: %.2f ms, p99: %.2f ms\n", p50, p99);
     if (latency > 0)
       std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", p99 / latency, 3 * latency + 5,
                   p99 <= 3 * latency + 5 ? "met" : "missed");
+    std::printf("floor, the two callbacks made directly (C=%d, no iaserve): %.0f/s, p50 %.2f ms, p99 %.2f ms, "
+                "%ld failed; CPU per create: dpatsim %.0f us, callback client %.0f us\n",
+                clients, floor.rate, floor.p50, floor.p99, floor.failed,
+                floor.ok ? floor_sim * 1e6 / static_cast<double>(floor.ok) : 0.0,
+                floor.ok ? floor_self * 1e6 / static_cast<double>(floor.ok) : 0.0);
+    if (floor.rate > 0 && floor.p99 > 0)
+      std::printf("iaserve against the floor: rate x%.2f, p50 x%.2f, p99 x%.2f (p99 %+.2f ms)\n", rate / floor.rate,
+                  floor.p50 > 0 ? p50 / floor.p50 : 0.0, p99 / floor.p99, p99 - floor.p99);
     std::printf("iaserve peak RSS (VmHWM): %.1f MB (target <= 50 MB: %s)\n", static_cast<double>(rss_kb) / 1024.0,
                 rss_kb >= 0 && rss_kb <= 50 * 1024 ? "met" : "missed");
     curl_global_cleanup();
