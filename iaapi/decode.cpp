@@ -101,4 +101,7 @@ std::string slide_key(std::string_view slide_id) {
   return key;
 }
 
+std::string result_file_name(std::string_view app_id) { return "result." + slide_key(app_id) + ".json"; }
+std::string overlay_file_name(std::string_view app_id) { return "overlay." + slide_key(app_id) + ".png"; }
+
 }  // namespace iaserve::iaapi

@@ -94,4 +94,10 @@ bool safe_path_component(std::string_view s) noexcept;
 // unless their hashes collide.
 std::string slide_key(std::string_view slide_id);
 
+// The names of one app's outputs in a slide's folder, "result.<key>.json"
+// and "overlay.<key>.png" with key = slide_key(app_id): a slide analysed by
+// several apps keeps each app's result and overlay apart.
+std::string result_file_name(std::string_view app_id);
+std::string overlay_file_name(std::string_view app_id);
+
 }  // namespace iaserve::iaapi

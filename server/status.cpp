@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 
+#include "iaapi/decode.hpp"
 #include "iaapi/timestamp.hpp"
 #include "iaapi/version.hpp"
 #include "queue/queue.hpp"
@@ -18,7 +19,6 @@ namespace fs = std::filesystem;
 using SysClock = std::chrono::system_clock;
 
 constexpr std::string_view kThumbnail = "thumbnail.jpg";
-constexpr std::string_view kOverlay = "overlay.png";
 
 bool plain_key(std::string_view key) {
   if (key.empty() || key.size() > 128 || key.front() == '.') return false;
@@ -26,6 +26,13 @@ bool plain_key(std::string_view key) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
            c == '-';
   });
+}
+
+// "overlay.<app key>.png", iaapi::overlay_file_name's form.
+bool overlay_name(std::string_view name) {
+  constexpr std::string_view head = "overlay.", tail = ".png";
+  if (name.size() <= head.size() + tail.size() || !name.starts_with(head) || !name.ends_with(tail)) return false;
+  return plain_key(name.substr(head.size(), name.size() - head.size() - tail.size()));
 }
 
 bool regular_file(const fs::path& p) {
@@ -74,7 +81,8 @@ json::object job_view(const Config& config, const fs::path& data_dir, const queu
   if (plain_key(j.slide_key)) {
     std::string base = "status/slides/" + j.slide_key + "/";
     if (regular_file(data_dir / j.slide_key / kThumbnail)) thumb = base + std::string(kThumbnail);
-    if (regular_file(data_dir / j.slide_key / kOverlay)) overlay = base + std::string(kOverlay);
+    const std::string over = iaapi::overlay_file_name(j.app_id);
+    if (regular_file(data_dir / j.slide_key / over)) overlay = base + over;
   }
   o["thumbnail"] = std::move(thumb);
   o["overlay"] = std::move(overlay);
@@ -163,14 +171,14 @@ std::optional<fs::path> picture(const fs::path& data_dir, std::string_view rest)
   auto slash = rest.find('/');
   if (slash == std::string_view::npos) return std::nullopt;
   std::string_view key = rest.substr(0, slash), name = rest.substr(slash + 1);
-  if (!plain_key(key) || (name != kThumbnail && name != kOverlay)) return std::nullopt;
+  if (!plain_key(key) || (name != kThumbnail && !overlay_name(name))) return std::nullopt;
   fs::path p = data_dir / std::string(key) / std::string(name);
   if (!regular_file(p)) return std::nullopt;
   return p;
 }
 
 std::string_view picture_type(const fs::path& p) {
-  return p.filename() == kOverlay ? "image/png" : "image/jpeg";
+  return overlay_name(p.filename().string()) ? "image/png" : "image/jpeg";
 }
 
 }  // namespace iaserve::server::status

@@ -2,7 +2,7 @@
 // The status page: GET /status (HTML), /status.js, /status.css, the
 // /status.json snapshot it polls every two seconds, and the pictures the
 // workers leave in the data folder (/status/slides/<slide key>/thumbnail.jpg
-// and overlay.png). The snapshot names slides, apps, hosts and outcomes;
+// and overlay.<app key>.png). The snapshot names slides, apps, hosts and outcomes;
 // never a job's payload (it holds DPAT's bearer token).
 #include <boost/json/object.hpp>
 

@@ -6,7 +6,8 @@
 //   info -> "analysis started" -> thumbnail + label (DZI tiles in parallel,
 //   beside the download) -> WSI download into <data>/<slide_key>/ ->
 //   Slide::open -> analysis (progress, cancel checks, time limit) ->
-//   result.json, overlay.png -> final result upserted over the progress frame.
+//   result.<app key>.json, overlay.<app key>.png (one pair per app) ->
+//   final result upserted over the progress frame.
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 

@@ -14,6 +14,7 @@
 
 #include <boost/json/serialize.hpp>
 
+#include "iaapi/decode.hpp"
 #include "iaapi/dzi.hpp"
 #include "iaapi/log.hpp"
 #include "iaapi/messages.hpp"
@@ -577,8 +578,8 @@ void Pipeline::pipeline() {
   json::object result_doc = analysis::result_json(outcome, request_.slide_id, request_.context);
   auto result = iaapi::decode<iaapi::Result>(result_doc);
   if (!result) throw AnalysisFailed("the analysis result is not a valid IA-API result: " + result.error.what());
-  write_file(folder_ / "result.json", json::serialize(result_doc));
-  slide::write_png(folder_ / "overlay.png", draw_overlay(*thumbnail, width > 0 ? width : wsi.width(), outcome));
+  write_file(folder_ / iaapi::result_file_name(request_.app_id), json::serialize(result_doc));
+  slide::write_png(folder_ / iaapi::overlay_file_name(request_.app_id), draw_overlay(*thumbnail, width > 0 ? width : wsi.width(), outcome));
   check();
   reporter_.stop();
   put_final(*client_, request_, *result, [this] { return stopping(); });

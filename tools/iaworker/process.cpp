@@ -18,6 +18,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "iaapi/decode.hpp"
 #include "iaapi/log.hpp"
 #include "iaapi/messages.hpp"
 #include "server/config.hpp"
@@ -171,8 +172,8 @@ int process(const ProcessOptions& po) {
     case worker::JobStatus::done:
       std::cout << "done in " << report.seconds << " s: "
                 << report.summary.at("displayResult").as_string().c_str() << "\n"
-                << "result:  " << (folder / "result.json").string() << "\n"
-                << "overlay: " << (folder / "overlay.png").string() << "\n";
+                << "result:  " << (folder / iaapi::result_file_name(request.app_id)).string() << "\n"
+                << "overlay: " << (folder / iaapi::overlay_file_name(request.app_id)).string() << "\n";
       return 0;
     case worker::JobStatus::failed:
       std::cout << "failed: " << report.reason << "\n";

@@ -34,6 +34,9 @@ namespace {
 
 const std::string kApp = "iaserve-tissue";  // examples/iaserve.toml apps[0]
 const std::string kRoute = "/apps/tissue";
+// The app's outputs in a slide folder.
+const std::string kResultFile = iaserve::iaapi::result_file_name(kApp);
+const std::string kOverlayFile = iaserve::iaapi::overlay_file_name(kApp);
 
 std::string origin(const std::string& url) {
   auto p = url.find("://");
@@ -282,7 +285,7 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
   int overlays = 0;
   for (const char* w : {"w1", "w2"})
     for (const auto& e : fs::directory_iterator(s.dir / (std::string("data-") + w)))
-      if (fs::exists(e.path() / "overlay.png") && fs::exists(e.path() / "result.json") &&
+      if (fs::exists(e.path() / kOverlayFile) && fs::exists(e.path() / kResultFile) &&
           fs::exists(e.path() / "metadata.json") && fs::exists(e.path() / "thumbnail.jpg"))
         ++overlays;
   CHECK(overlays == 20);
@@ -290,7 +293,7 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
   // w1's metrics port counts what w1 did: its done jobs are its data folders.
   long w1_jobs = 0;
   for (const auto& e : fs::directory_iterator(s.dir / "data-w1"))
-    if (fs::exists(e.path() / "result.json")) ++w1_jobs;
+    if (fs::exists(e.path() / kResultFile)) ++w1_jobs;
   auto m = http_get(metrics_url + "/metrics");
   REQUIRE(m.status == 200);
   INFO(m.body);
@@ -307,6 +310,46 @@ TEST_CASE("two workers take 20 slides: one final result and one done job per sli
   CHECK(std::max(0.0, value_of("iaworker_step_seconds_count{step=\"analysis\"}")) == static_cast<double>(w1_jobs));
   CHECK(http_get(metrics_url + "/healthz").status == 200);
   CHECK(http_get(metrics_url + "/nothing").status == 404);
+}
+
+TEST_CASE("two apps on one slide: each app's result and overlay kept apart in the slide's folder",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 2000, 1500);
+  // examples/iaserve.toml and a second app: another method and context.
+  {
+    std::ifstream in(source_dir() / "examples" / "iaserve.toml");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text += "\n[[apps]]\nroute = \"/apps/tissue-od\"\napplication_id = \"iaserve-tissue-od\"\nanalysis = \"tissue\"\n"
+            "[apps.context]\nmodel = \"tissue-od-v1\"\n[apps.params]\nmethod = \"otsu_od\"\n";
+    s.config_file = s.dir / "two-apps.toml";
+    std::ofstream(s.config_file) << text;
+  }
+  s.start_sim();
+  s.start_server();
+  s.start_worker("w1", {"--jobs", "2"});
+  s.create("s0");
+  const std::string od_url = s.server->listening_url() + "/apps/tissue-od";
+  auto r = run({bin("dpatsim"), "invoke", "create", od_url, "--slide", "s0", "--sim", s.callback, "--quiet"}, 120s);
+  INFO(r.out << r.err);
+  REQUIRE(r.code == 0);
+  s.wait_final({"s0"}, 120s);
+  // Both jobs done (the second app's result comes with its own job).
+  auto done = s.wait_jobs(q::State::done, 2, 120s);
+  REQUIRE(done.size() == 2);
+  const fs::path folder = s.dir / "data-w1" / iaserve::iaapi::slide_key("s0");
+  auto read = [](const fs::path& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::string first = read(folder / kResultFile);
+  const std::string second = read(folder / iaserve::iaapi::result_file_name("iaserve-tissue-od"));
+  CHECK(first.find("\"tissue-v1\"") != std::string::npos);
+  CHECK(first.find("tissue-od-v1") == std::string::npos);
+  CHECK(second.find("\"tissue-od-v1\"") != std::string::npos);
+  CHECK(fs::exists(folder / kOverlayFile));
+  CHECK(fs::exists(folder / iaserve::iaapi::overlay_file_name("iaserve-tissue-od")));
+  CHECK_FALSE(fs::exists(folder / "result.json"));
 }
 
 TEST_CASE("the status page shows the queue, the worker and the finished jobs with their pictures",
@@ -379,7 +422,7 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
       REQUIRE(j.at(name).is_string());
       auto pic = http_get(base + "/" + std::string(j.at(name).as_string()));
       REQUIRE(pic.status == 200);
-      const fs::path file = s.server_data / key / (name == std::string("thumbnail") ? "thumbnail.jpg" : "overlay.png");
+      const fs::path file = s.server_data / key / (name == std::string("thumbnail") ? std::string("thumbnail.jpg") : kOverlayFile);
       std::ifstream in(file, std::ios::binary);
       std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
       CHECK(pic.body == bytes);
@@ -390,9 +433,12 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
 
   // Only the two picture names of a plain slide key, nothing else there.
   const std::string key = iaserve::iaapi::slide_key(ids[0]);
-  REQUIRE(fs::exists(s.server_data / key / "result.json"));
-  for (const std::string& bad : {key + "/result.json", key + "/metadata.json", std::string("..%2F..%2Fqueue/x.png"),
-                                 std::string(".hidden/overlay.png"), key, std::string("%2e%2e/overlay.png")}) {
+  REQUIRE(fs::exists(s.server_data / key / kResultFile));
+  REQUIRE(fs::exists(s.server_data / key / kOverlayFile));
+  for (const std::string& bad :
+       {key + "/" + kResultFile, key + "/metadata.json", std::string("..%2F..%2Fqueue/x.png"),
+        ".hidden/" + kOverlayFile, key, "%2e%2e/" + kOverlayFile, key + "/overlay.png", key + "/overlay..png",
+        key + "/overlay..hidden.png", key + "/overlay.x%2F..%2F..%2Fy.png"}) {
     INFO(bad);
     auto a = http_get(base + "/status/slides/" + bad);
     CHECK(a.status == 404);
@@ -554,7 +600,7 @@ TEST_CASE("a worker killed with SIGKILL during its download: the other worker fi
   auto done = s.wait_jobs(q::State::done, 1, 30s);
   REQUIRE(done.size() == 1);
   CHECK(done.front().attempts == 1);  // the lost run counted once
-  CHECK(fs::exists(s.dir / "data-b" / iaserve::iaapi::slide_key("s0") / "overlay.png"));
+  CHECK(fs::exists(s.dir / "data-b" / iaserve::iaapi::slide_key("s0") / kOverlayFile));
   CHECK(s.workers["b"]->stderr_text().find("done in") != std::string::npos);
 }
 
@@ -699,7 +745,7 @@ TEST_CASE("two hosts (network namespaces) on one queue folder through two mounts
     std::size_t n = 0;
     if (fs::exists(s.dir / (std::string("data-") + h)))
       for (const auto& e : fs::directory_iterator(s.dir / (std::string("data-") + h)))
-        n += fs::exists(e.path() / "overlay.png") ? 1 : 0;
+        n += fs::exists(e.path() / kOverlayFile) ? 1 : 0;
     CHECK(n > 0);
   }
   // Stop the workers before the mounts go.
