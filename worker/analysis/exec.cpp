@@ -9,7 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -84,7 +84,7 @@ std::vector<std::string> split_args(const std::string& text) {
   return out;
 }
 
-// The program as posix_spawnp will find it: a path, or a name on PATH.
+// The program as execvp would find it: a path, or a name on PATH.
 std::optional<std::string> resolve(const std::string& command) {
   auto runnable = [](const fs::path& p) {
     struct ::stat st {};
@@ -167,51 +167,98 @@ struct Child {
   }
 };
 
+// fd as `target` in a forked child, without its close-on-exec flag (dup2
+// onto itself would keep the flag). Async-signal-safe.
+bool move_fd(int fd, int target) {
+  if (fd == target) return ::fcntl(fd, F_SETFD, 0) == 0;
+  return ::dup2(fd, target) == target;
+}
+
+// Starts the program with fork and execve rather than posix_spawn: the child
+// has to ask for SIGKILL when this thread ends (PR_SET_PDEATHSIG), which
+// posix_spawn cannot. So a worker killed with SIGKILL leaves no analysis
+// running on its host: the job's next run (on any host) is the only one. The
+// job thread that forks waits for the child, so the signal never comes early.
+// Between fork and execve the child makes only async-signal-safe calls.
 void spawn(Child& c, const std::string& program, const std::vector<std::string>& args) {
-  int in[2], out[2], err[2];
-  if (::pipe2(in, O_CLOEXEC) != 0) fail(program, std::string("pipe: ") + std::strerror(errno));
-  if (::pipe2(out, O_CLOEXEC) != 0) {
-    ::close(in[0]), ::close(in[1]);
-    fail(program, std::string("pipe: ") + std::strerror(errno));
+  const std::optional<std::string> path = resolve(program);
+  if (!path) fail(program, "cannot start: not an executable file (nor on PATH)");
+  int in[2], out[2], err[2], status[2];
+  int made = 0;
+  auto close_made = [&] {
+    int* pairs[] = {in, out, err, status};
+    for (int i = 0; i < made; ++i) ::close(pairs[i][0]), ::close(pairs[i][1]);
+  };
+  for (int* p : {in, out, err, status}) {
+    if (::pipe2(p, O_CLOEXEC) != 0) {
+      const int e = errno;
+      close_made();
+      fail(program, std::string("pipe: ") + std::strerror(e));
+    }
+    ++made;
   }
-  if (::pipe2(err, O_CLOEXEC) != 0) {
-    for (int fd : {in[0], in[1], out[0], out[1]}) ::close(fd);
-    fail(program, std::string("pipe: ") + std::strerror(errno));
-  }
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  ::posix_spawn_file_actions_init(&fa);
-  ::posix_spawn_file_actions_adddup2(&fa, in[0], 0);
-  ::posix_spawn_file_actions_adddup2(&fa, out[1], 1);
-  ::posix_spawn_file_actions_adddup2(&fa, err[1], 2);
-  // Nothing else of this process (DPAT connections, queue locks, other
-  // jobs' files) reaches the program.
-  ::posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-  ::posix_spawnattr_init(&attr);
-  // Its own process group (killed whole on a cancel), SIGPIPE at its default
-  // (a server in this process may ignore it) and an empty signal mask.
-  sigset_t def, none;
-  sigemptyset(&def);
-  sigaddset(&def, SIGPIPE);
-  sigemptyset(&none);
-  ::posix_spawnattr_setsigdefault(&attr, &def);
-  ::posix_spawnattr_setsigmask(&attr, &none);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(program.c_str()));
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  int rc = ::posix_spawnp(&c.pid, program.c_str(), &fa, &attr, argv.data(), environ);
-  ::posix_spawn_file_actions_destroy(&fa);
-  ::posix_spawnattr_destroy(&attr);
-  for (int fd : {in[0], out[1], err[1]}) ::close(fd);
+  // Every signal blocked across the fork: no handler of this process runs in
+  // the child; the child unblocks them just before execve.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // Its own process group (killed whole on a cancel); dead with this thread.
+    ::setpgid(0, 0);
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
+    int e = 0;
+    if (!move_fd(in[0], 0) || !move_fd(out[1], 1) || !move_fd(err[1], 2)) {
+      e = errno;
+    } else {
+      // Nothing else of this process (DPAT connections, queue locks, other
+      // jobs' files) reaches the program; the status pipe closes on execve.
+      const unsigned keep = static_cast<unsigned>(status[1]);
+      if (keep > 3) ::close_range(3, keep - 1, 0);
+      ::close_range(keep + 1, ~0U, 0);
+      // SIGPIPE at its default (a server in this process may ignore it),
+      // an empty signal mask.
+      struct sigaction dfl {};
+      dfl.sa_handler = SIG_DFL;
+      ::sigaction(SIGPIPE, &dfl, nullptr);
+      sigset_t none;
+      sigemptyset(&none);
+      ::sigprocmask(SIG_SETMASK, &none, nullptr);
+      ::execve(path->c_str(), argv.data(), environ);
+      e = errno;
+    }
+    ssize_t ignored = ::write(status[1], &e, sizeof e);
+    (void)ignored;
+    ::_exit(127);
+  }
+  const int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  for (int fd : {in[0], out[1], err[1], status[1]}) ::close(fd);
   c.in = in[1];
   c.out = out[0];
   c.err = err[0];
-  if (rc != 0) {
+  if (pid < 0) {
+    ::close(status[0]);
+    fail(program, std::string("cannot start: fork: ") + std::strerror(fork_errno));
+  }
+  c.pid = pid;
+  // The status pipe ends empty when execve took the program, else holds errno.
+  int child_errno = 0;
+  ssize_t n;
+  while ((n = ::read(status[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR) {
+  }
+  ::close(status[0]);
+  if (n > 0) {
+    while (::waitpid(pid, &c.status, 0) < 0 && errno == EINTR) {
+    }
+    c.reaped = true;
     c.pid = -1;
-    fail(program, std::string("cannot start: ") + std::strerror(rc));
+    fail(program, std::string("cannot start: ") + std::strerror(child_errno));
   }
   for (int fd : {c.in, c.out, c.err}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 }

@@ -479,6 +479,43 @@ TEST_CASE("an exec app: the program's result on the slide, its failure as the jo
   CHECK_THAT(display(on_slide), Catch::Matchers::Contains("no model for s1"));
 }
 
+// True while pid runs (not gone, not a zombie nobody reaped yet).
+bool running(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = text.rfind(')');
+  return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z' && text[close + 2] != 'X';
+}
+
+TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the program with it", "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 1024, 768);
+  const fs::path pid_file = s.dir / "program.pid";
+  // The program notes its pid, then becomes a two-minute sleep (same pid).
+  s.use_exec("/bin/sh", "-c 'echo $$ > " + pid_file.string() + ".tmp && mv " + pid_file.string() + ".tmp " +
+                            pid_file.string() + " && exec sleep 120'");
+  s.start_sim();
+  s.start_server();
+  Process& w = s.start_worker("w1");
+  s.create("s0");
+  const auto end = std::chrono::steady_clock::now() + 60s;
+  while (!fs::exists(pid_file) && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(20ms);
+  INFO(w.stderr_text().substr(0, 4000));
+  REQUIRE(fs::exists(pid_file));
+  pid_t program = 0;
+  std::ifstream(pid_file) >> program;
+  REQUIRE(program > 0);
+  // Its process, as sleep now, runs while the worker does.
+  std::this_thread::sleep_for(300ms);
+  REQUIRE(running(program));
+  w.kill9();
+  w.wait(10s);
+  const auto gone_by = std::chrono::steady_clock::now() + 10s;
+  while (running(program) && std::chrono::steady_clock::now() < gone_by) std::this_thread::sleep_for(20ms);
+  CHECK_FALSE(running(program));
+  if (running(program)) ::kill(program, SIGKILL);  // the old behaviour: do not leave it behind
+}
+
 TEST_CASE("status_page = false takes the page away", "[worker][integration]") {
   Stack s;
   s.start_server({"--set", "server.status_page=false"});
