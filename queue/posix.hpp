@@ -78,5 +78,7 @@ std::optional<struct ::stat> stat_path(const fs::path& path);
 std::string random_hex(std::size_t bytes);
 std::int64_t now_ns();
 std::string hostname();
+// This boot of the kernel (/proc/sys/kernel/random/boot_id); empty when unreadable.
+std::string boot_id();
 
 }  // namespace iaserve::queue::posix

@@ -176,6 +176,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   Wakeup wake = Wakeup::poll;
   FsKind fskind;
   std::string host = posix::hostname();
+  std::string domain;  // Lease::domain of this process; empty: never exact
   Fd interrupt_fd;  // eventfd, written once by interrupt() and never read
   // One inotify instance per queue, kept open: closing one waits for an RCU
   // grace period (milliseconds under load), too slow to pay per claim. One
@@ -601,6 +602,37 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     return false;
   }
 
+  // Does this process see the flocks of the process with lease `l`?
+  bool flock_exact(const Lease& l) const { return !domain.empty() && l.domain == domain; }
+
+  // The lease file `name` exists and no process holds its flock (its owner
+  // keeps a shared one while it lives).
+  bool lease_unlocked(const std::string& name) const {
+    if (!safe_id(name)) return false;
+    Fd lf(::open(lease_path(name).c_str(), O_RDONLY | O_CLOEXEC));
+    return lf && ::flock(lf.get(), LOCK_EX | LOCK_NB) == 0;
+  }
+
+  // Runs of this process whose claim was dropped without its job leaving
+  // active/ (ending it failed): job id -> run and the failure. Recovery in
+  // this process returns them without waiting for its own lease to age.
+  std::mutex dropped_m;
+  std::map<std::string, std::pair<std::string, std::string>> dropped;
+  void note_dropped(const std::string& id, const std::string& run, const std::string& why) {
+    std::lock_guard lk(dropped_m);
+    if (dropped.size() < 4096) dropped[id] = {run, why};
+  }
+  std::optional<std::string> dropped_reason(const std::string& id, const std::string& run) {
+    std::lock_guard lk(dropped_m);
+    auto it = dropped.find(id);
+    if (it == dropped.end() || it->second.first != run || run.empty()) return std::nullopt;
+    return it->second.second;
+  }
+  void forget_dropped(const std::string& id) {
+    std::lock_guard lk(dropped_m);
+    dropped.erase(id);
+  }
+
   // Is the process whose lease is `owner` gone? Its shared flock on its
   // lease file says it lives, on this host and wherever flock is shared;
   // elsewhere only a stale lease (or, without a lease, a stale segment) says
@@ -613,7 +645,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     std::optional<record::LeaseFile> l;
     if (lf) l = lease_named(owner);
     if (l) {
-      if (l->lease.host == host && !opt.lease_only) return true;  // flock is exact on this host
+      if (flock_exact(l->lease)) return true;
       return now - l->lease.time >= opt.lease_timeout;
     }
     auto st = posix::stat_path(segment);
@@ -782,7 +814,8 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // creates no file beyond the job's lock file (and deletes none).
   void write_own_lease() {  // lease_m held
     auto path = lease_path(lease_name);
-    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now(), opt.label.substr(0, 200)},
+    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now(), opt.label.substr(0, 200),
+                         domain},
                         lease_name};
     std::string text = record::encode_lease(l);
     struct ::stat st {};
@@ -1094,6 +1127,7 @@ Claim::~Claim() {
     } catch (const std::exception& e) {
       logger()->error("job {}: release on drop failed: {} (recovery will return it)",
                       impl_->file.job.id, e.what());
+      impl_->q->note_dropped(impl_->file.job.id, impl_->run, e.what());
     }
   }
   impl_->stop_heartbeat();
@@ -1256,6 +1290,10 @@ RecoverReport Queue::Impl::recover() {
   std::set<std::string> jobs;
   for (auto& n : names)
     if (ends_with(n, ".json")) jobs.insert(strip(n, ".json"));
+  {
+    std::lock_guard lk(dropped_m);
+    std::erase_if(dropped, [&](const auto& e) { return !jobs.count(e.first); });
+  }
   for (const auto& id : jobs) {
     if (!safe_id(id)) continue;
     JobLock lock = try_lock(lock_path(id));
@@ -1294,13 +1332,26 @@ RecoverReport Queue::Impl::recover() {
       if (auto ls = posix::stat_path(lease_path(f->claim->lease))) lease_time = file_time(*ls);
     }
     auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - lease_time);
-    if (age < opt.lease_timeout) continue;  // alive on a host whose flock we do not see
+    // Its lock is free. Where this process sees that claimant's flocks, that
+    // alone says no run holds the job (its worker died, or its claim ended
+    // without moving the job: an I/O error on the share), whatever the
+    // lease's age; elsewhere a fresh lease may be a run whose flock is not
+    // seen here.
     std::string run = f->claim ? f->claim->run : std::string();
+    // Its lock is free. A run of this process whose claim could not be ended
+    // (an I/O error on the share) is known here; a claimant in this
+    // process's flock domain whose lease flock is free is gone (on this host
+    // a worker killed now is seen now). Elsewhere a fresh lease may be a run
+    // whose flock is not seen here: only its age tells.
+    const std::optional<std::string> dropped_why = dropped_reason(id, run);
+    const bool gone = lease && f->claim && flock_exact(lease->lease) && lease_unlocked(f->claim->lease);
+    if (age < opt.lease_timeout && !dropped_why && !gone) continue;
     if (f->outcome && f->outcome->run == run) {
       // The worker (or an earlier sweep) died between writing the outcome and
       // the move: finish the move, count nothing.
       if (auto to = state_from_string(f->outcome->state); to && *to != State::active) {
         move_out_of_active(std::move(*f), *to, run);
+        forget_dropped(id);
         ++report.cleaned;
         continue;
       }
@@ -1308,8 +1359,12 @@ RecoverReport Queue::Impl::recover() {
     f->job.attempts += 1;
     std::string who = lease ? lease->lease.host + " pid " + std::to_string(lease->lease.pid)
                             : std::string("unknown worker");
-    f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count()) +
-                        " ms old)";
+    if (dropped_why)
+      f->job.last_error = "run dropped: ending it failed (" + *dropped_why + ")";
+    else if (age < opt.lease_timeout)
+      f->job.last_error = "worker lost (" + who + ", gone: its lease is unlocked)";
+    else
+      f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count()) + " ms old)";
     State to = State::pending;
     if (posix::path_exists(mark_path(id)))
       to = State::cancelled;
@@ -1319,6 +1374,7 @@ RecoverReport Queue::Impl::recover() {
     std::string why = f->job.last_error;
     int attempts = f->job.attempts;
     to = move_out_of_active(std::move(*f), to, run);
+    forget_dropped(id);
     if (to == State::cancelled) ++report.cancelled;
     else if (to == State::failed) ++report.failed;
     else ++report.requeued;
@@ -1391,6 +1447,9 @@ Queue::Queue(fs::path dir, Options options) : impl_(std::make_shared<Impl>()) {
   }
   SelfTest t = selftest(q.dir);
   q.fskind = {t.filesystem, t.local};
+  if (auto st = posix::stat_path(q.dir); st && !q.opt.lease_only) {
+    if (std::string boot = posix::boot_id(); !boot.empty()) q.domain = boot + ":" + std::to_string(st->st_dev);
+  }
   if (!t.flock_excludes && !q.opt.lease_only) throw QueueError(t.message);
   switch (q.opt.wakeup) {
     case Wakeup::automatic: q.wake = t.local ? Wakeup::inotify : Wakeup::poll; break;

@@ -105,6 +105,12 @@ struct Lease {
   long pid = 0;
   std::chrono::system_clock::time_point time;
   std::string label;  // Options::label of that process; empty when it had none
+  // Where its flocks are seen exactly: the kernel's boot id and the queue
+  // folder's device, as that process saw them. A process with the same
+  // domain sees that process's flocks (one kernel, one mount); elsewhere
+  // (another host, another FUSE or CIFS mount) only the lease's age tells.
+  // Empty in leases of older versions.
+  std::string domain;
 };
 
 struct Job {

@@ -99,16 +99,24 @@ void Worker::start_job(queue::Claim claim) {
       log->error("job {}: {}", job.id, report.reason);
       metrics_.job_finished(job.app_id, "failed");
     }
-    try {
-      switch (report.status) {
-        case JobStatus::done: c->complete(report.summary); break;
-        case JobStatus::failed: c->fail(report.reason, false); break;
-        case JobStatus::retry: c->fail(report.reason, true); break;
-        case JobStatus::cancelled:  // release() moves a job with a cancel mark to cancelled/
-        case JobStatus::released: c->release(); break;
+    // A share that fails for a moment does not cost the run: ending the
+    // claim is tried three times over about 3 s. After that the claim is
+    // dropped and this process's next recovery sweep returns the job.
+    for (int attempt = 1; c->held(); ++attempt) {
+      try {
+        switch (report.status) {
+          case JobStatus::done: c->complete(report.summary); break;
+          case JobStatus::failed: c->fail(report.reason, false); break;
+          case JobStatus::retry: c->fail(report.reason, true); break;
+          case JobStatus::cancelled:  // release() moves a job with a cancel mark to cancelled/
+          case JobStatus::released: c->release(); break;
+        }
+      } catch (const std::exception& e) {
+        log->error("job {}: ending the claim ({}), try {} of 3: {}", job.id, to_string(report.status), attempt,
+                   e.what());
+        if (attempt == 3 || !c->held()) break;
+        std::this_thread::sleep_for(std::chrono::seconds(attempt));
       }
-    } catch (const std::exception& e) {
-      log->error("job {}: ending the claim ({}): {}", job.id, to_string(report.status), e.what());
     }
     finish_job(slot);
   });

@@ -152,12 +152,13 @@ TEST_CASE("job and lease records survive a round trip", "[queue][record]") {
   REQUIRE_THROWS_WITH(record::decode_job("{\"id\":1}", "x"), Catch::Contains("field id: expected string"));
   REQUIRE_THROWS_WITH(record::decode_job("[", "x"), Catch::Contains("not JSON"));
 
-  record::LeaseFile l{{"host1", 42, record::from_ns(99), "worker-a"}, "run"};
+  record::LeaseFile l{{"host1", 42, record::from_ns(99), "worker-a", "boot-1:2049"}, "run"};
   auto lt = record::encode_lease(l);
   auto lb = record::decode_lease(lt);
   REQUIRE(lb);
   CHECK(record::encode_lease(*lb) == lt);
   CHECK(lb->lease.label == "worker-a");
+  CHECK(lb->lease.domain == "boot-1:2049");
   auto unlabelled = record::decode_lease(R"({"host":"h","pid":1,"time_ns":5,"run":"r"})");  // older writers
   REQUIRE(unlabelled);
   CHECK(unlabelled->lease.label.empty());
@@ -555,25 +556,73 @@ TEST_CASE("a worker killed while holding a job: recovered with attempts + 1, the
   };
   REQUIRE(die_holding() == 128 + SIGKILL);
   CHECK(q.find(id)->state == State::active);
-  // Lock free but lease fresh: not yet an orphan.
+  // Lock free, lease fresh, but the lease is of this flock domain (this
+  // kernel, this mount) and its flock is free: the worker is gone, now.
   auto r = q.recover_orphans();
-  CHECK(r.requeued == 0);
-  std::this_thread::sleep_for(o.lease_timeout + 100ms);
-  r = q.recover_orphans();
   CHECK(r.requeued == 1);
   auto j = q.find(id);
   CHECK(j->state == State::pending);
   CHECK(j->attempts == 1);
-  CHECK_THAT(j->last_error, Catch::Contains("worker lost") && Catch::Contains("pid"));
+  CHECK_THAT(j->last_error, Catch::Contains("worker lost") && Catch::Contains("pid") && Catch::Contains("gone"));
   CHECK(files(t / "q" / "active", "").empty());
 
+  // A lease from another domain (another host or mount, where a free flock
+  // says nothing): only its age makes the job an orphan.
   REQUIRE(die_holding() == 128 + SIGKILL);
+  for (const auto& e : fs::directory_iterator(t / "q" / "leases")) {
+    std::ifstream in(e.path());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto l = record::decode_lease(text);
+    REQUIRE(l);
+    l->lease.domain = "another-boot:1";
+    std::ofstream(e.path(), std::ios::trunc) << record::encode_lease(*l);
+  }
+  r = q.recover_orphans();
+  CHECK(r.requeued + r.failed == 0);
+  CHECK(q.find(id)->state == State::active);
   std::this_thread::sleep_for(o.lease_timeout + 100ms);
   r = q.recover_orphans();
   CHECK(r.failed == 1);
   j = q.find(id);
   CHECK(j->state == State::failed);
   CHECK(j->attempts == 2);
+}
+
+TEST_CASE("a claim that could not be ended (share errors) is returned by its own process's next sweep",
+          "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.lease_timeout = 60s;  // the lease stays fresh: only the dropped run says it is free
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    // done/ and pending/ unreachable: complete() fails, and so does the
+    // release when the claim is dropped.
+    fs::rename(t / "q" / "done", t / "q" / "done.away");
+    fs::rename(t / "q" / "pending", t / "q" / "pending.away");
+    CHECK_THROWS_AS(c->complete(), QueueError);
+  }
+  fs::rename(t / "q" / "done.away", t / "q" / "done");
+  fs::rename(t / "q" / "pending.away", t / "q" / "pending");
+  REQUIRE(q.find(id)->state == State::active);
+  // Another process on this host (lease locked: this one lives) leaves it.
+  REQUIRE(in_child([&] {
+            Queue other(t / "q", o);
+            auto r = other.recover_orphans();
+            return r.requeued + r.failed + r.cleaned + r.cancelled == 0 ? 0 : 1;
+          }) == 0);
+  REQUIRE(q.find(id)->state == State::active);
+  // This process knows its run let go of it: the next sweep finishes the
+  // move complete() recorded (the outcome "done" of this run), uncounted.
+  auto r = q.recover_orphans();
+  CHECK(r.cleaned == 1);
+  auto j = q.find(id);
+  REQUIRE(j);
+  CHECK(j->state == State::done);
+  CHECK(j->attempts == 0);
+  CHECK(files(t / "q" / "active", "").empty());
 }
 
 TEST_CASE("a live claim is never recovered, even with its lock file unlinked", "[queue]") {
