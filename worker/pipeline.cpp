@@ -569,6 +569,8 @@ void Pipeline::pipeline() {
     case analysis::RunStatus::ok: break;
     case analysis::RunStatus::cancelled: check(); throw Stop{JobStatus::cancelled};
     case analysis::RunStatus::failed:
+      if (run.transient) throw std::runtime_error(run.error);  // this host's trouble: retried
+      throw AnalysisFailed(run.error);
     case analysis::RunStatus::timed_out: throw AnalysisFailed(run.error);
   }
   const analysis::Outcome& outcome = *run.outcome;

@@ -201,6 +201,9 @@ struct RunReport {
   RunStatus status = RunStatus::failed;
   std::optional<Outcome> outcome;  // when ok
   std::string error;               // otherwise: the message for the slide
+  // A failure of the host rather than of the slide or the analysis (memory,
+  // disk space, file descriptors, processes, I/O): another run may succeed.
+  bool transient = false;
   double seconds = 0;
 };
 

@@ -4,12 +4,16 @@
 #include <boost/json.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <new>
 #include <sstream>
+#include <system_error>
 
 #include "iaapi/version.hpp"
 #include "worker/analysis/analysis.hpp"
+#include "worker/slide/slide.hpp"
 
 namespace iaserve::analysis {
 
@@ -349,6 +353,22 @@ void Context::progress(int percent) {
   if (hooks_.progress) hooks_.progress(percent);
 }
 
+namespace {
+// Errors of this host's resources, not of the slide or the analysis.
+bool host_failure(const std::exception& e) {
+  if (auto* s = dynamic_cast<const slide::SlideError*>(&e)) return s->kind() == slide::SlideError::Kind::io;
+  auto* sys = dynamic_cast<const std::system_error*>(&e);  // std::filesystem errors too
+  if (!sys || (sys->code().category() != std::generic_category() && sys->code().category() != std::system_category()))
+    return false;
+  switch (sys->code().value()) {
+    case ENOMEM: case ENOSPC: case EDQUOT: case EIO: case EMFILE: case ENFILE: case EAGAIN: case ETIMEDOUT:
+      return true;
+    default:
+      return false;
+  }
+}
+}  // namespace
+
 RunReport run_analysis(const Descriptor& d, const slide::Slide& slide, const Input& input,
                        const Params& params, const Hooks& hooks) {
   RunReport report;
@@ -371,10 +391,15 @@ RunReport run_analysis(const Descriptor& d, const slide::Slide& slide, const Inp
   } catch (const TimedOut& e) {
     report.status = RunStatus::timed_out;
     report.error = e.what();
+  } catch (const std::bad_alloc&) {
+    report.status = RunStatus::failed;
+    report.error = "analysis " + d.name + ": out of memory";
+    report.transient = true;
   } catch (const std::exception& e) {
     report.status = RunStatus::failed;
     report.error = e.what();
     if (report.error.empty()) report.error = "analysis " + d.name + " failed";
+    report.transient = host_failure(e);
   } catch (...) {
     report.status = RunStatus::failed;
     report.error = "analysis " + d.name + " failed with an unknown error";

@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <system_error>
 
 #include "worker/analysis/analysis.hpp"
 #include "worker/slide/slide.hpp"
@@ -193,7 +194,8 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
     if (::pipe2(p, O_CLOEXEC) != 0) {
       const int e = errno;
       close_made();
-      fail(program, std::string("pipe: ") + std::strerror(e));
+      // Out of descriptors is this host's trouble (a retry may do better).
+      throw std::system_error(e, std::generic_category(), "exec " + program + ": pipe");
     }
     ++made;
   }
@@ -244,7 +246,7 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   c.err = err[0];
   if (pid < 0) {
     ::close(status[0]);
-    fail(program, std::string("cannot start: fork: ") + std::strerror(fork_errno));
+    throw std::system_error(fork_errno, std::generic_category(), "exec " + program + ": cannot start: fork");
   }
   c.pid = pid;
   // The status pipe ends empty when execve took the program, else holds errno.

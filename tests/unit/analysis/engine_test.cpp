@@ -2,7 +2,11 @@
 // time limit, errors from an analysis, input conversion, the CLI.
 #include <catch2/catch.hpp>
 
+#include <filesystem>
 #include <fstream>
+#include <functional>
+#include <new>
+#include <system_error>
 #include <sstream>
 #include <thread>
 
@@ -166,6 +170,35 @@ TEST_CASE("errors of an analysis, an unknown name and bad parameters become mess
   // drawn regions off the slide
   analysis::Input off{analysis::InputType::tagged_polygon, {{{-100, -100}, {-50, -100}, {-50, -50}}}};
   CHECK(analysis::run_analysis("tissue", sl.s, off, {}).error == "the drawn regions lie outside the slide");
+}
+
+TEST_CASE("a failure of the host (memory, disk, descriptors, slide I/O) is transient; others are not",
+          "[engine]") {
+  SmallSlide sl;
+  auto run_throwing = [&](std::function<void()> thrower) {
+    analysis::Descriptor d;
+    d.name = "thrower";
+    d.inputs = {analysis::InputType::whole_slide};
+    d.run = [thrower](analysis::Context&) -> analysis::Outcome {
+      thrower();
+      return {};
+    };
+    return analysis::run_analysis(d, sl.s, {}, {});
+  };
+  auto oom = run_throwing([] { throw std::bad_alloc(); });
+  CHECK(oom.status == analysis::RunStatus::failed);
+  CHECK(oom.transient);
+  CHECK(oom.error == "analysis thrower: out of memory");
+  auto full = run_throwing([] { throw std::filesystem::filesystem_error("write scratch", std::make_error_code(std::errc::no_space_on_device)); });
+  CHECK(full.transient);
+  CHECK_THAT(full.error, Catch::Contains("write scratch"));
+  CHECK(run_throwing([] { throw std::system_error(EMFILE, std::generic_category(), "open"); }).transient);
+  CHECK(run_throwing([] { throw slide::SlideError(slide::SlideError::Kind::io, "read failed"); }).transient);
+  // The slide's or the analysis's own faults stay failures for good.
+  CHECK_FALSE(run_throwing([] { throw slide::SlideError(slide::SlideError::Kind::broken, "bad tile"); }).transient);
+  CHECK_FALSE(run_throwing([] { throw std::system_error(ENOENT, std::generic_category(), "model file"); }).transient);
+  CHECK_FALSE(run_throwing([] { throw std::runtime_error("stain vector singular"); }).transient);
+  CHECK_FALSE(run_throwing([] { throw std::invalid_argument("bad"); }).transient);
 }
 
 TEST_CASE("pressed patchCollection buttons are found", "[engine]") {
