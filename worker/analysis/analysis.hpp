@@ -120,6 +120,13 @@ boost::json::object result_json(const Outcome& o, std::string_view slide_id,
 
 // ---- running ------------------------------------------------------------
 
+// A failure of this host, not of the slide or the analysis (no memory, no
+// processes, a program killed from outside): the job is retried.
+class HostError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class Cancelled : public std::runtime_error {
  public:
   Cancelled() : std::runtime_error("analysis cancelled") {}

@@ -356,6 +356,7 @@ void Context::progress(int percent) {
 namespace {
 // Errors of this host's resources, not of the slide or the analysis.
 bool host_failure(const std::exception& e) {
+  if (dynamic_cast<const HostError*>(&e)) return true;
   if (auto* s = dynamic_cast<const slide::SlideError*>(&e)) return s->kind() == slide::SlideError::Kind::io;
   auto* sys = dynamic_cast<const std::system_error*>(&e);  // std::filesystem errors too
   if (!sys || (sys->code().category() != std::generic_category() && sys->code().category() != std::system_category()))

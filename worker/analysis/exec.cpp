@@ -20,7 +20,6 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
-#include <system_error>
 
 #include "worker/analysis/analysis.hpp"
 #include "worker/slide/slide.hpp"
@@ -195,7 +194,7 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
       const int e = errno;
       close_made();
       // Out of descriptors is this host's trouble (a retry may do better).
-      throw std::system_error(e, std::generic_category(), "exec " + program + ": pipe");
+      throw HostError("exec " + program + ": pipe: " + std::strerror(e));
     }
     ++made;
   }
@@ -246,7 +245,7 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   c.err = err[0];
   if (pid < 0) {
     ::close(status[0]);
-    throw std::system_error(fork_errno, std::generic_category(), "exec " + program + ": cannot start: fork");
+    throw HostError("exec " + program + ": cannot start: fork: " + std::strerror(fork_errno));
   }
   c.pid = pid;
   // The status pipe ends empty when execve took the program, else holds errno.
@@ -515,6 +514,11 @@ Outcome run(Context& ctx) {
   child.reaped = true;
   ::kill(-child.pid, SIGKILL);  // anything it left running in its group
   if (!protocol_error.empty()) fail(command, protocol_error + last_lines(err_tail));
+  // Not by this worker (a cancel or the time limit end above): the kernel's
+  // out-of-memory killer, most likely, or an administrator.
+  if (WIFSIGNALED(child.status) && WTERMSIG(child.status) == SIGKILL)
+    throw HostError("exec " + command + ": killed by SIGKILL from outside this worker (out of memory?)" +
+                    last_lines(err_tail));
   if (WIFSIGNALED(child.status))
     fail(command, std::string("killed by signal ") + ::strsignal(WTERMSIG(child.status)) + last_lines(err_tail));
   if (WIFEXITED(child.status) && WEXITSTATUS(child.status) != 0)

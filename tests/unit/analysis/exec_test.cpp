@@ -142,7 +142,15 @@ TEST_CASE("exec: a misbehaving program ends with a message that says how", "[exe
     auto r = t.run({{"command", program}});
     CHECK(r.status == analysis::RunStatus::failed);
     CHECK(r.error == "exec " + program + ": " + c.expected);
+    CHECK_FALSE(r.transient);  // its own fault: failed for good
   }
+  // SIGKILL from outside the worker (the OOM killer, most likely): the
+  // host's trouble, retried.
+  const std::string oom = t.script("oom.sh", "echo 'allocating' >&2\nkill -KILL $$\n");
+  auto killed = t.run({{"command", oom}});
+  CHECK(killed.status == analysis::RunStatus::failed);
+  CHECK(killed.transient);
+  CHECK(killed.error == "exec " + oom + ": killed by SIGKILL from outside this worker (out of memory?); stderr: allocating");
   // Too much on stdout.
   const std::string flood = t.script("flood.sh", "yes '{\"progress\": 1}' | head -c 3000000\n");
   auto r = t.run({{"command", flood}, {"max_output_mb", 1}});
