@@ -177,6 +177,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   FsKind fskind;
   std::string host = posix::hostname();
   std::string domain;  // Lease::domain of this process; empty: never exact
+  bool lease_locked = false;  // this process holds the shared flock on its lease (lease_m)
   Fd interrupt_fd;  // eventfd, written once by interrupt() and never read
   // One inotify instance per queue, kept open: closing one waits for an RCU
   // grace period (milliseconds under load), too slow to pay per claim. One
@@ -603,7 +604,8 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   }
 
   // Does this process see the flocks of the process with lease `l`?
-  bool flock_exact(const Lease& l) const { return !domain.empty() && l.domain == domain; }
+  // (The host name too: clones of one VM snapshot share a boot id.)
+  bool flock_exact(const Lease& l) const { return !domain.empty() && l.domain == domain && l.host == host; }
 
   // The lease file `name` exists and no process holds its flock (its owner
   // keeps a shared one while it lives).
@@ -620,7 +622,11 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   std::map<std::string, std::pair<std::string, std::string>> dropped;
   void note_dropped(const std::string& id, const std::string& run, const std::string& why) {
     std::lock_guard lk(dropped_m);
-    if (dropped.size() < 4096) dropped[id] = {run, why};
+    if (dropped.size() >= 4096) {
+      logger()->error("job {}: dropped, but 4096 dropped runs are already waiting: it waits for a restart", id);
+      return;
+    }
+    dropped[id] = {run, why};
   }
   std::optional<std::string> dropped_reason(const std::string& id, const std::string& run) {
     std::lock_guard lk(dropped_m);
@@ -814,12 +820,17 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // creates no file beyond the job's lock file (and deletes none).
   void write_own_lease() {  // lease_m held
     auto path = lease_path(lease_name);
-    record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now(), opt.label.substr(0, 200),
-                         domain},
-                        lease_name};
-    std::string text = record::encode_lease(l);
+    auto text_of = [&] {
+      // The domain only while the shared flock is held: peers of the domain
+      // take a free lease flock for a dead owner.
+      record::LeaseFile l{{host, static_cast<long>(::getpid()), std::chrono::system_clock::now(),
+                           opt.label.substr(0, 200), lease_locked ? domain : std::string()},
+                          lease_name};
+      return record::encode_lease(l);
+    };
     struct ::stat st {};
     if (lease_fd && ::fstat(lease_fd.get(), &st) == 0 && st.st_nlink > 0) {
+      const std::string text = text_of();
       posix::write_at_start(lease_fd.get(), path, text);
       if (st.st_size > static_cast<off_t>(text.size()) &&
           ::ftruncate(lease_fd.get(), static_cast<off_t>(text.size())) != 0)
@@ -828,17 +839,26 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     }
     Fd fd;  // first write, or removed under us: a new file
     for (int round = 0; round < 3 && !fd; ++round) {
-      fd = Fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+      fd = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
       // On FUSE an O_CREAT open fails with ENOENT when another mount removed
       // the name this mount still has cached; the failure drops the cache.
       if (!fd && errno != ENOENT) break;
     }
     if (!fd) posix::fail(path, "create lease", errno);
-    posix::write_at_start(fd.get(), path, text);
-    // Held while this process lives: on this host (and where flock is shared)
-    // an exclusive flock that succeeds says the owner is gone (owner_gone).
-    ::flock(fd.get(), LOCK_SH | LOCK_NB);
+    // Held while this process lives, taken before anything is written: in
+    // its domain an exclusive flock that succeeds says the owner is gone
+    // (owner_gone, recover). A peer testing that holds it for an instant.
+    lease_locked = false;
+    for (int round = 0; round < 50 && !lease_locked; ++round) {
+      lease_locked = ::flock(fd.get(), LOCK_SH | LOCK_NB) == 0;
+      if (!lease_locked && errno != EWOULDBLOCK && errno != EINTR) break;
+      if (!lease_locked) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    if (!lease_locked && !domain.empty())
+      logger()->warn("lease {}: no shared flock ({}); peers will judge this process by the lease's age", path.string(),
+                     std::strerror(errno));
     lease_fd = std::move(fd);
+    posix::write_at_start(lease_fd.get(), path, text_of());
   }
   std::string own_lease() {
     std::lock_guard lk(lease_m);
@@ -1072,18 +1092,24 @@ struct Claim::Impl {
     beating = false;
   }
 
-  State finish(State to, const std::string& reason, const boost::json::object* summary) {
+  // The job's record changes (attempts too) only once the move is done: a
+  // finish that throws can be tried again as it was.
+  State finish(State to, const std::string& reason, const boost::json::object* summary,
+               std::optional<int> attempts = std::nullopt) {
     if (!is_held) throw QueueError("job " + file.job.id + ": claim already ended");
     stop_heartbeat();
     if (!posix::path_exists(q->job_path(State::active, file.job.id)))
       throw QueueError("job " + file.job.id +
                        ": no longer active (recovered by another worker after its lease went stale)");
     record::JobFile f = file;
+    if (attempts) f.job.attempts = *attempts;
     f.job.finished = to == State::pending ? std::chrono::system_clock::time_point{}
                                           : std::chrono::system_clock::now();
     if (!reason.empty()) f.job.last_error = reason;
     if (summary) f.job.summary = *summary;
+    const int counted = f.job.attempts;
     State went = q->move_out_of_active(std::move(f), to, run);
+    file.job.attempts = counted;
     is_held = false;
     lock.fd.reset();
     return went;
@@ -1156,8 +1182,7 @@ void Claim::fail(const std::string& reason, bool retry) {
     to = State::cancelled;
   else if (retry && attempts < impl_->q->opt.max_attempts)
     to = State::pending;
-  impl_->file.job.attempts = attempts;
-  to = impl_->finish(to, reason, nullptr);
+  to = impl_->finish(to, reason, nullptr, attempts);
   logger()->warn("job {}: failed (attempt {}), now {}: {}", job.id, attempts, to_string(to), reason);
 }
 
@@ -1295,90 +1320,96 @@ RecoverReport Queue::Impl::recover() {
     std::erase_if(dropped, [&](const auto& e) { return !jobs.count(e.first); });
   }
   for (const auto& id : jobs) {
-    if (!safe_id(id)) continue;
-    JobLock lock = try_lock(lock_path(id));
-    if (!lock) continue;  // its worker is alive (on this host, or flock is shared)
-    auto st = posix::stat_path(job_path(State::active, id));
-    if (!st) continue;  // finished meanwhile
-    std::optional<record::JobFile> f;
+    // One job's trouble (its move fails: the share is full) does not stop
+    // the sweep for the others, the leases and the journals.
     try {
-      f = read_job(State::active, id);
-    } catch (const CorruptJob& e) {
-      move_aside_corrupt(State::active, id, e.what());
-      ++report.failed;
-      continue;
-    } catch (const QueueError& e) {  // unreadable for now: the next sweep looks again
-      logger()->warn("job {}: not recovered: {}", id, e.what());
-      continue;
-    }
-    if (!f) continue;
-    std::optional<record::LeaseFile> lease;
-    try {
-      lease = read_lease(*f);
-    } catch (const QueueError&) {
-    }
-    // No readable lease (being rewritten, or its process long gone): the
-    // lease file's own time, else the job file's last change (the claim
-    // record is appended just before the claim).
-    auto file_time = [](const struct ::stat& s) {
-      struct ::stat c = s;
-      c.st_mtim = s.st_ctim;
-      return std::max(mtime_of(s), mtime_of(c));
-    };
-    std::chrono::system_clock::time_point lease_time = file_time(*st);
-    if (lease) {
-      lease_time = lease->lease.time;
-    } else if (f->claim && safe_id(f->claim->lease)) {
-      if (auto ls = posix::stat_path(lease_path(f->claim->lease))) lease_time = file_time(*ls);
-    }
-    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - lease_time);
-    // Its lock is free. Where this process sees that claimant's flocks, that
-    // alone says no run holds the job (its worker died, or its claim ended
-    // without moving the job: an I/O error on the share), whatever the
-    // lease's age; elsewhere a fresh lease may be a run whose flock is not
-    // seen here.
-    std::string run = f->claim ? f->claim->run : std::string();
-    // Its lock is free. A run of this process whose claim could not be ended
-    // (an I/O error on the share) is known here; a claimant in this
-    // process's flock domain whose lease flock is free is gone (on this host
-    // a worker killed now is seen now). Elsewhere a fresh lease may be a run
-    // whose flock is not seen here: only its age tells.
-    const std::optional<std::string> dropped_why = dropped_reason(id, run);
-    const bool gone = lease && f->claim && flock_exact(lease->lease) && lease_unlocked(f->claim->lease);
-    if (age < opt.lease_timeout && !dropped_why && !gone) continue;
-    if (f->outcome && f->outcome->run == run) {
-      // The worker (or an earlier sweep) died between writing the outcome and
-      // the move: finish the move, count nothing.
-      if (auto to = state_from_string(f->outcome->state); to && *to != State::active) {
-        move_out_of_active(std::move(*f), *to, run);
-        forget_dropped(id);
-        ++report.cleaned;
+      if (!safe_id(id)) continue;
+      JobLock lock = try_lock(lock_path(id));
+      if (!lock) continue;  // its worker is alive (on this host, or flock is shared)
+      auto st = posix::stat_path(job_path(State::active, id));
+      if (!st) continue;  // finished meanwhile
+      std::optional<record::JobFile> f;
+      try {
+        f = read_job(State::active, id);
+      } catch (const CorruptJob& e) {
+        move_aside_corrupt(State::active, id, e.what());
+        ++report.failed;
+        continue;
+      } catch (const QueueError& e) {  // unreadable for now: the next sweep looks again
+        logger()->warn("job {}: not recovered: {}", id, e.what());
         continue;
       }
+      if (!f) continue;
+      std::optional<record::LeaseFile> lease;
+      try {
+        lease = read_lease(*f);
+      } catch (const QueueError&) {
+      }
+      // No readable lease (being rewritten, or its process long gone): the
+      // lease file's own time, else the job file's last change (the claim
+      // record is appended just before the claim).
+      auto file_time = [](const struct ::stat& s) {
+        struct ::stat c = s;
+        c.st_mtim = s.st_ctim;
+        return std::max(mtime_of(s), mtime_of(c));
+      };
+      std::chrono::system_clock::time_point lease_time = file_time(*st);
+      if (lease) {
+        lease_time = lease->lease.time;
+      } else if (f->claim && safe_id(f->claim->lease)) {
+        if (auto ls = posix::stat_path(lease_path(f->claim->lease))) lease_time = file_time(*ls);
+      }
+      auto age = std::chrono::duration_cast<std::chrono::milliseconds>(now - lease_time);
+      // Its lock is free. Where this process sees that claimant's flocks, that
+      // alone says no run holds the job (its worker died, or its claim ended
+      // without moving the job: an I/O error on the share), whatever the
+      // lease's age; elsewhere a fresh lease may be a run whose flock is not
+      // seen here.
+      std::string run = f->claim ? f->claim->run : std::string();
+      // Its lock is free. A run of this process whose claim could not be ended
+      // (an I/O error on the share) is known here; a claimant in this
+      // process's flock domain whose lease flock is free is gone (on this host
+      // a worker killed now is seen now). Elsewhere a fresh lease may be a run
+      // whose flock is not seen here: only its age tells.
+      const std::optional<std::string> dropped_why = dropped_reason(id, run);
+      const bool gone = lease && f->claim && flock_exact(lease->lease) && lease_unlocked(f->claim->lease);
+      if (age < opt.lease_timeout && !dropped_why && !gone) continue;
+      if (f->outcome && f->outcome->run == run) {
+        // The worker (or an earlier sweep) died between writing the outcome and
+        // the move: finish the move, count nothing.
+        if (auto to = state_from_string(f->outcome->state); to && *to != State::active) {
+          move_out_of_active(std::move(*f), *to, run);
+          forget_dropped(id);
+          ++report.cleaned;
+          continue;
+        }
+      }
+      f->job.attempts += 1;
+      std::string who = lease ? lease->lease.host + " pid " + std::to_string(lease->lease.pid)
+                              : std::string("unknown worker");
+      if (dropped_why)
+        f->job.last_error = "run dropped: ending it failed (" + *dropped_why + ")";
+      else if (age < opt.lease_timeout)
+        f->job.last_error = "worker lost (" + who + ", gone: its lease is unlocked)";
+      else
+        f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count()) + " ms old)";
+      State to = State::pending;
+      if (posix::path_exists(mark_path(id)))
+        to = State::cancelled;
+      else if (f->job.attempts >= opt.max_attempts)
+        to = State::failed;
+      if (to != State::pending) f->job.finished = now;
+      std::string why = f->job.last_error;
+      int attempts = f->job.attempts;
+      to = move_out_of_active(std::move(*f), to, run);
+      forget_dropped(id);
+      if (to == State::cancelled) ++report.cancelled;
+      else if (to == State::failed) ++report.failed;
+      else ++report.requeued;
+      logger()->warn("job {}: {}; attempts {}, now {}", id, why, attempts, to_string(to));
+    } catch (const std::exception& e) {
+      logger()->warn("job {}: not recovered this sweep: {}", id, e.what());
     }
-    f->job.attempts += 1;
-    std::string who = lease ? lease->lease.host + " pid " + std::to_string(lease->lease.pid)
-                            : std::string("unknown worker");
-    if (dropped_why)
-      f->job.last_error = "run dropped: ending it failed (" + *dropped_why + ")";
-    else if (age < opt.lease_timeout)
-      f->job.last_error = "worker lost (" + who + ", gone: its lease is unlocked)";
-    else
-      f->job.last_error = "worker lost (" + who + ", lease " + std::to_string(age.count()) + " ms old)";
-    State to = State::pending;
-    if (posix::path_exists(mark_path(id)))
-      to = State::cancelled;
-    else if (f->job.attempts >= opt.max_attempts)
-      to = State::failed;
-    if (to != State::pending) f->job.finished = now;
-    std::string why = f->job.last_error;
-    int attempts = f->job.attempts;
-    to = move_out_of_active(std::move(*f), to, run);
-    forget_dropped(id);
-    if (to == State::cancelled) ++report.cancelled;
-    else if (to == State::failed) ++report.failed;
-    else ++report.requeued;
-    logger()->warn("job {}: {}; attempts {}, now {}", id, why, attempts, to_string(to));
   }
   // Leases of processes gone for a long time (a lease still named by an
   // active job only matters while it is fresh; without it the job file's

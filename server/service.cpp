@@ -455,7 +455,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       std::string rest = path.substr(kSlides.size());
       on_monitor_pool(call, [this, call, rest] {
         constexpr std::uintmax_t kMaxPicture = 64u << 20;
-        auto file = status::picture(config.data.dir, rest);
+        auto file = status::picture(config, rest);
         std::error_code ec;
         auto size = file ? std::filesystem::file_size(*file, ec) : 0;
         std::string bytes;

@@ -167,12 +167,17 @@ json::object snapshot(const Snapshot& s) {
   return out;
 }
 
-std::optional<fs::path> picture(const fs::path& data_dir, std::string_view rest) {
+std::optional<fs::path> picture(const Config& config, std::string_view rest) {
   auto slash = rest.find('/');
   if (slash == std::string_view::npos) return std::nullopt;
   std::string_view key = rest.substr(0, slash), name = rest.substr(slash + 1);
-  if (!plain_key(key) || (name != kThumbnail && !overlay_name(name))) return std::nullopt;
-  fs::path p = data_dir / std::string(key) / std::string(name);
+  if (!plain_key(key)) return std::nullopt;
+  // The thumbnail, or the overlay of an app of this server: never a file of
+  // the slide's own that DPAT happened to name like one.
+  bool known = name == kThumbnail;
+  for (const auto& app : config.apps) known = known || name == iaapi::overlay_file_name(app.application_id);
+  if (!known) return std::nullopt;
+  fs::path p = config.data.dir / std::string(key) / std::string(name);
   if (!regular_file(p)) return std::nullopt;
   return p;
 }

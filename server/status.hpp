@@ -35,11 +35,11 @@ struct Snapshot {
 };
 boost::json::object snapshot(const Snapshot& s);
 
-// The picture a /status/slides/... path names, when it is one of the two
-// names, the key is a plain slide key (letters, digits, '.', '_', '-', not
-// starting with '.') and the file is a regular file in the data folder.
+// The picture a /status/slides/... path names, when it is thumbnail.jpg or
+// the overlay of one of config's apps, the key is a plain slide key (letters, digits, '.', '_', '-', not
+// starting with '.') and the file is a regular file in config's data folder.
 // rest: the path after "/status/slides/".
-std::optional<std::filesystem::path> picture(const std::filesystem::path& data_dir, std::string_view rest);
+std::optional<std::filesystem::path> picture(const Config& config, std::string_view rest);
 
 // Content-Type of a picture path (by its name).
 std::string_view picture_type(const std::filesystem::path& p);

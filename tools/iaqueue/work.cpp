@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iostream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "tools/iaqueue/command.hpp"
@@ -42,13 +43,27 @@ bool create_excl(const fs::path& p, const std::string& content) {
   return true;
 }
 
+// Can pid still run code of its own? Not when gone, a zombie, or exiting
+// (PF_EXITING in its flags: a SIGKILLed process has let go of its flocks
+// before it becomes a zombie, and the queue may hand its job on then).
 bool alive(long pid) {
   if (pid <= 0 || ::kill(static_cast<pid_t>(pid), 0) != 0) return false;
   std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
   std::string line;
   std::getline(in, line);
+  // No stat though /proc works: it was reaped between the two looks.
+  if (line.empty()) return ::access("/proc/self/stat", R_OK) != 0 && ::kill(static_cast<pid_t>(pid), 0) == 0;
   auto close = line.rfind(')');
-  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+  if (close == std::string::npos || close + 2 >= line.size()) return true;
+  if (line[close + 2] == 'Z' || line[close + 2] == 'X') return false;
+  // After ") ": state, ppid, pgrp, session, tty_nr, tpgid, flags.
+  std::istringstream rest(line.substr(close + 2));
+  std::string state;
+  long ppid = 0, pgrp = 0, session = 0, tty = 0, tpgid = 0;
+  unsigned long flags = 0;
+  if (!(rest >> state >> ppid >> pgrp >> session >> tty >> tpgid >> flags)) return true;
+  constexpr unsigned long kPfExiting = 0x4;
+  return (flags & kPfExiting) == 0;
 }
 
 int run(const Globals& g, const WorkOptions& o) {
@@ -97,7 +112,12 @@ int run(const Globals& g, const WorkOptions& o) {
         std::ifstream in(marker);
         long pid = 0;
         in >> pid;
-        if (pid != 0 && alive(pid)) return doubled("is running in pid " + std::to_string(pid) + " too");
+        if (pid != 0 && alive(pid)) {
+          std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
+          std::string stat_line;
+          std::getline(st, stat_line);
+          return doubled("is running in pid " + std::to_string(pid) + " too (/proc stat: " + stat_line + ")");
+        }
         ::unlink(marker.c_str());  // left by a run that was killed
       }
       if (!create_excl(out / ("start-" + tag), me)) return doubled("attempt started twice");

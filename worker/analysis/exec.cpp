@@ -208,20 +208,26 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
   const pid_t parent = ::getpid();
+  // For closing by hand where close_range is missing (kernels before 5.9).
+  const long open_max = std::clamp(::sysconf(_SC_OPEN_MAX), 1024L, 1L << 20);
   const pid_t pid = ::fork();
   if (pid == 0) {
     // Its own process group (killed whole on a cancel); dead with this thread.
     ::setpgid(0, 0);
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) ::_exit(127);
     int e = 0;
-    if (!move_fd(in[0], 0) || !move_fd(out[1], 1) || !move_fd(err[1], 2)) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+      e = errno;
+    } else if (::getppid() != parent) {
+      ::_exit(127);  // the worker is gone already: nobody reads the answer
+    } else if (!move_fd(in[0], 0) || !move_fd(out[1], 1) || !move_fd(err[1], 2)) {
       e = errno;
     } else {
       // Nothing else of this process (DPAT connections, queue locks, other
       // jobs' files) reaches the program; the status pipe closes on execve.
       const unsigned keep = static_cast<unsigned>(status[1]);
-      if (keep > 3) ::close_range(3, keep - 1, 0);
-      ::close_range(keep + 1, ~0U, 0);
+      if ((keep > 3 && ::close_range(3, keep - 1, 0) != 0) || ::close_range(keep + 1, ~0U, 0) != 0)
+        for (long fd = 3; fd < open_max; ++fd)
+          if (fd != static_cast<long>(keep)) ::close(static_cast<int>(fd));
       // SIGPIPE at its default (a server in this process may ignore it),
       // an empty signal mask.
       struct sigaction dfl {};
@@ -259,7 +265,12 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
     }
     c.reaped = true;
     c.pid = -1;
-    fail(program, std::string("cannot start: ") + std::strerror(child_errno));
+    const std::string what = std::string("cannot start: ") + std::strerror(child_errno);
+    // No memory or processes for it, or its file being written: another try may do.
+    if (child_errno == ENOMEM || child_errno == EAGAIN || child_errno == ETXTBSY || child_errno == EMFILE ||
+        child_errno == ENFILE)
+      throw HostError("exec " + program + ": " + what);
+    fail(program, what);
   }
   for (int fd : {c.in, c.out, c.err}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
@@ -388,7 +399,12 @@ Outcome run(Context& ctx) {
   std::error_code ec;
   fs::path scratch = fs::temp_directory_path(ec) / "iaserve-exec-XXXXXX";
   std::string templ = scratch.string();
-  if (!::mkdtemp(templ.data())) fail(command, "scratch folder " + templ + ": " + std::strerror(errno));
+  if (!::mkdtemp(templ.data())) {
+    const int e = errno;
+    const std::string what = "scratch folder " + templ + ": " + std::strerror(e);
+    if (e == ENOSPC || e == EDQUOT || e == EIO || e == EMFILE || e == ENFILE) throw HostError("exec " + command + ": " + what);
+    fail(command, what);
+  }
   scratch = templ;
   struct RemoveScratch {
     fs::path p;

@@ -435,10 +435,13 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
   const std::string key = iaserve::iaapi::slide_key(ids[0]);
   REQUIRE(fs::exists(s.server_data / key / kResultFile));
   REQUIRE(fs::exists(s.server_data / key / kOverlayFile));
+  // A file in the slide's folder named like an overlay, of no app here.
+  std::ofstream(s.server_data / key / iaserve::iaapi::overlay_file_name("not-an-app-here")) << "x";
   for (const std::string& bad :
        {key + "/" + kResultFile, key + "/metadata.json", std::string("..%2F..%2Fqueue/x.png"),
         ".hidden/" + kOverlayFile, key, "%2e%2e/" + kOverlayFile, key + "/overlay.png", key + "/overlay..png",
-        key + "/overlay..hidden.png", key + "/overlay.x%2F..%2F..%2Fy.png"}) {
+        key + "/overlay..hidden.png", key + "/overlay.x%2F..%2F..%2Fy.png",
+        key + "/" + iaserve::iaapi::overlay_file_name("not-an-app-here")}) {
     INFO(bad);
     auto a = http_get(base + "/status/slides/" + bad);
     CHECK(a.status == 404);

@@ -625,6 +625,25 @@ TEST_CASE("a claim that could not be ended (share errors) is returned by its own
   CHECK(files(t / "q" / "active", "").empty());
 }
 
+TEST_CASE("ending a claim again after a failed try counts the run once", "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.max_attempts = 3;
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  auto c = q.try_claim();
+  REQUIRE(c);
+  fs::rename(t / "q" / "pending", t / "q" / "pending.away");
+  CHECK_THROWS_AS(c->fail("transient", true), QueueError);
+  CHECK_THROWS_AS(c->fail("transient", true), QueueError);
+  fs::rename(t / "q" / "pending.away", t / "q" / "pending");
+  c->fail("transient", true);
+  auto j = q.find(id);
+  REQUIRE(j);
+  CHECK(j->state == State::pending);
+  CHECK(j->attempts == 1);
+}
+
 TEST_CASE("a live claim is never recovered, even with its lock file unlinked", "[queue]") {
   TempDir t;
   auto o = fast();
