@@ -17,14 +17,14 @@
 extern char** environ;
 
 namespace iaserve::test {
-namespace {
-
-std::string slurp(const fs::path& p) {
+std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
 }
+
+namespace {
 
 fs::path make_temp(const std::string& prefix) {
   const char* tmp = std::getenv("TMPDIR");
@@ -151,7 +151,7 @@ void Process::kill9() {
 std::string Process::line(std::size_t n, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   for (;;) {
-    std::string text = slurp(out_);
+    std::string text = read_file(out_);
     std::size_t start = 0;
     for (std::size_t i = 0;; ++i) {
       auto nl = text.find('\n', start);
@@ -176,8 +176,8 @@ std::string Process::listening_url(std::chrono::milliseconds timeout) {
   return l.substr(prefix.size());
 }
 
-std::string Process::stdout_text() const { return slurp(out_); }
-std::string Process::stderr_text() const { return slurp(err_); }
+std::string Process::stdout_text() const { return read_file(out_); }
+std::string Process::stderr_text() const { return read_file(err_); }
 
 RunResult run(std::vector<std::string> argv, std::chrono::milliseconds timeout,
               std::map<std::string, std::string> env) {

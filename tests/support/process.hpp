@@ -18,6 +18,8 @@ using namespace std::chrono_literals;
 std::string bin(const std::string& name);
 // The source tree (for examples/, scripts/).
 fs::path source_dir();
+// A whole file as bytes; empty when it cannot be read.
+std::string read_file(const fs::path& p);
 // ../shared/data beside the checkout, or nullopt when that folder is absent.
 // Tests that need it call SKIP_WITHOUT_SHARED_DATA() which says why it skips.
 std::optional<fs::path> shared_data();

@@ -11,12 +11,6 @@ namespace json = boost::json;
 
 namespace {
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream os;
-  os << in.rdbuf();
-  return os.str();
-}
 
 // Values of `key` anywhere in a JSON document.
 void collect(const json::value& v, const std::string& key, std::vector<const json::value*>& out) {
@@ -142,7 +136,7 @@ std::vector<json::object> jobs_in(const fs::path& queue_dir, const std::string& 
   if (!fs::is_directory(queue_dir / state)) return out;
   for (const auto& e : fs::directory_iterator(queue_dir / state)) {
     if (e.path().extension() != ".json") continue;
-    json::value v = json::parse(read_text(e.path()));
+    json::value v = json::parse(read_file(e.path()));
     std::vector<const json::value*> payloads;
     collect(v, "payload", payloads);
     REQUIRE(payloads.size() == 1);

@@ -25,13 +25,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // A folder of slides: two mkslide slides, one multi-file slide, and the real
 // slide (linked, never copied) when the shared data is there.
 struct Slides {
@@ -180,7 +173,7 @@ TEST_CASE("dpatsim /files streams the exact bytes, multipart for a multi-file sl
   Sim sim(s.folder);
   auto raw = test::http_get(sim.url + "/slides/small/files", {"Authorization: Bearer fixed-token"});
   REQUIRE(raw.status == 200);
-  CHECK(raw.body == slurp(s.folder / "small.svs"));
+  CHECK(raw.body == iaserve::test::read_file(s.folder / "small.svs"));
   CHECK(raw.header("content-disposition").find("filename=\"small.svs\"") != std::string::npos);
   auto head = test::http("HEAD", sim.url + "/slides/small/files", {}, {"Authorization: Bearer fixed-token"});
   CHECK(head.header("content-length") == std::to_string(fs::file_size(s.folder / "small.svs")));
@@ -201,19 +194,19 @@ TEST_CASE("dpatsim /files streams the exact bytes, multipart for a multi-file sl
   parser.finish();
   REQUIRE(parts.size() == 2);
   CHECK(parts[0].first.find("extra.dat") != std::string::npos);
-  CHECK(parts[0].second == slurp(s.folder / "multi" / "extra.dat"));
+  CHECK(parts[0].second == iaserve::test::read_file(s.folder / "multi" / "extra.dat"));
   CHECK(parts[1].first.find("scan.svs") != std::string::npos);
-  CHECK(parts[1].second == slurp(s.folder / "multi" / "scan.svs"));
+  CHECK(parts[1].second == iaserve::test::read_file(s.folder / "multi" / "scan.svs"));
 
   // And through the client's download, single and multi.
   test::TempDir out("dpatsim-dl");
   auto c = sim.client();
   auto files = c.download_files("multi", out / "multi");
   REQUIRE(files.size() == 2);
-  for (const auto& f : files) CHECK(slurp(f) == slurp(s.folder / "multi" / f.filename()));
+  for (const auto& f : files) CHECK(iaserve::test::read_file(f) == iaserve::test::read_file(s.folder / "multi" / f.filename()));
   auto one = c.download_files("small", out / "small");
   REQUIRE(one.size() == 1);
-  CHECK(slurp(one[0]) == slurp(s.folder / "small.svs"));
+  CHECK(iaserve::test::read_file(one[0]) == iaserve::test::read_file(s.folder / "small.svs"));
 }
 
 TEST_CASE("dpatsim stores results: create, get, list, update, 409 on a stale version, 400 naming the field", "[sim]") {

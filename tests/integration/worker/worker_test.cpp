@@ -105,8 +105,7 @@ struct Stack {
   }
   // examples/iaserve.toml with its app running `exec` on this program.
   void use_exec(const std::string& command, const std::string& args) {
-    std::ifstream in(source_dir() / "examples" / "iaserve.toml");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text = read_file(source_dir() / "examples" / "iaserve.toml");
     const auto params = text.find("[apps.params]"), next = text.find("[apps.notifications]");
     REQUIRE(params != std::string::npos);
     REQUIRE(next != std::string::npos);
@@ -318,8 +317,7 @@ TEST_CASE("two apps on one slide: each app's result and overlay kept apart in th
   make_slides(s.slides, 1, 2000, 1500);
   // examples/iaserve.toml and a second app: another method and context.
   {
-    std::ifstream in(source_dir() / "examples" / "iaserve.toml");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string text = read_file(source_dir() / "examples" / "iaserve.toml");
     text += "\n[[apps]]\nroute = \"/apps/tissue-od\"\napplication_id = \"iaserve-tissue-od\"\nanalysis = \"tissue\"\n"
             "[apps.context]\nmodel = \"tissue-od-v1\"\n[apps.params]\nmethod = \"otsu_od\"\n";
     s.config_file = s.dir / "two-apps.toml";
@@ -338,12 +336,8 @@ TEST_CASE("two apps on one slide: each app's result and overlay kept apart in th
   auto done = s.wait_jobs(q::State::done, 2, 120s);
   REQUIRE(done.size() == 2);
   const fs::path folder = s.dir / "data-w1" / iaserve::iaapi::slide_key("s0");
-  auto read = [](const fs::path& p) {
-    std::ifstream in(p, std::ios::binary);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
-  const std::string first = read(folder / kResultFile);
-  const std::string second = read(folder / iaserve::iaapi::result_file_name("iaserve-tissue-od"));
+  const std::string first = read_file(folder / kResultFile);
+  const std::string second = read_file(folder / iaserve::iaapi::result_file_name("iaserve-tissue-od"));
   CHECK(first.find("\"tissue-v1\"") != std::string::npos);
   CHECK(first.find("tissue-od-v1") == std::string::npos);
   CHECK(second.find("\"tissue-od-v1\"") != std::string::npos);
@@ -423,9 +417,7 @@ TEST_CASE("the status page shows the queue, the worker and the finished jobs wit
       auto pic = http_get(base + "/" + std::string(j.at(name).as_string()));
       REQUIRE(pic.status == 200);
       const fs::path file = s.server_data / key / (name == std::string("thumbnail") ? std::string("thumbnail.jpg") : kOverlayFile);
-      std::ifstream in(file, std::ios::binary);
-      std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      CHECK(pic.body == bytes);
+      CHECK(pic.body == read_file(file));
       CHECK(pic.header("content-type") == (name == std::string("thumbnail") ? "image/jpeg" : "image/png"));
     }
   }
@@ -484,8 +476,7 @@ TEST_CASE("an exec app: the program's result on the slide, its failure as the jo
 
 // True while pid runs (not gone, not a zombie nobody reaped yet).
 bool running(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string text = read_file("/proc/" + std::to_string(pid) + "/stat");
   auto close = text.rfind(')');
   return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z' && text[close + 2] != 'X';
 }

@@ -100,8 +100,7 @@ echo '{"result": {"displayResult": "seen"}}'
   CHECK(r.outcome->display_result == "seen");
   CHECK(r.outcome->content.as_array().empty());
 
-  std::ifstream in(seen);
-  const json::object job = json::parse(std::string(std::istreambuf_iterator<char>(in), {})).as_object();
+  const json::object job = json::parse(iaserve::test::read_file(seen)).as_object();
   CHECK(job.at("version") == 1);
   CHECK(job.at("slide").at("path") == t.ts.path.c_str());
   CHECK(job.at("slide").at("width") == 3000);
@@ -203,8 +202,7 @@ echo '{"result": {"displayResult": "ok"}}'
   auto r = t.run({{"command", program}, {"args", args}});
   INFO(r.error);
   REQUIRE(r.status == analysis::RunStatus::ok);
-  std::ifstream in(seen);
-  std::string all(std::istreambuf_iterator<char>(in), {});
+  std::string all = iaserve::test::read_file(seen);
   CHECK(all ==
         "[--model]\n[/opt/my model.pt]\n[say \"hi\" \\ there]\n[a b]\n[$HOME]\n[~]\n[*]\n[don't]\n[]\n[end]\n");
 

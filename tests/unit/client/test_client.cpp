@@ -18,6 +18,7 @@
 #include <thread>
 
 using namespace iaserve::iaapi;
+using iaserve::test::read_file;
 using iaserve::test::Received;
 using iaserve::test::Reply;
 using iaserve::test::TempDir;
@@ -79,10 +80,6 @@ ImageInfo sample_info() {
   return i;
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 std::vector<std::string> names_in(const fs::path& dir) {
   std::vector<std::string> out;

@@ -23,6 +23,7 @@
 #include "tests/support/process.hpp"
 
 using namespace iaserve::queue;
+using iaserve::test::read_file;
 using iaserve::test::TempDir;
 namespace fs = std::filesystem;
 namespace json = boost::json;
@@ -244,8 +245,7 @@ TEST_CASE("claim, lease, complete: active then done, nothing deleted on the way"
   CHECK(fs::exists(t / "q" / "locks" / (id + ".lock")));
   // The job names the claiming process's lease, one file for all its claims.
   auto active = [&] {
-    std::ifstream in(t / "q" / "active" / (id + ".json"));
-    return record::decode_job(std::string(std::istreambuf_iterator<char>(in), {}), id);
+    return record::decode_job(read_file(t / "q" / "active" / (id + ".json")), id);
   }();
   REQUIRE(active.claim);
   CHECK(files(t / "q" / "leases", "") == std::vector<std::string>{active.claim->lease + ".lease"});
@@ -570,9 +570,7 @@ TEST_CASE("a worker killed while holding a job: recovered with attempts + 1, the
   // says nothing): only its age makes the job an orphan.
   REQUIRE(die_holding() == 128 + SIGKILL);
   for (const auto& e : fs::directory_iterator(t / "q" / "leases")) {
-    std::ifstream in(e.path());
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    auto l = record::decode_lease(text);
+    auto l = record::decode_lease(read_file(e.path()));
     REQUIRE(l);
     l->lease.domain = "another-boot:1";
     std::ofstream(e.path(), std::ios::trunc) << record::encode_lease(*l);
@@ -674,8 +672,7 @@ TEST_CASE("a worker that died between writing the outcome and moving: finished, 
             if (!c) return 1;
             // What complete() writes before its rename.
             auto claimed = record::decode_job([&] {
-              std::ifstream in(t / "q" / "active" / (id + ".json"));
-              return std::string(std::istreambuf_iterator<char>(in), {});
+              return read_file(t / "q" / "active" / (id + ".json"));
             }(), id);
             if (!claimed.claim) return 3;
             record::JobFile f;
@@ -923,10 +920,6 @@ Options journaled() {
   return o;
 }
 
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 }  // namespace
 
@@ -946,7 +939,7 @@ TEST_CASE("journal commit: concurrent enqueues share the journal; a checkpoint o
     for (auto& th : threads) th.join();
     // Every acknowledged job has its file and its record.
     std::string journal;
-    for (auto& n : files(t / "q" / "journal", ".jnl")) journal += slurp(t / "q" / "journal" / n);
+    for (auto& n : files(t / "q" / "journal", ".jnl")) journal += read_file(t / "q" / "journal" / n);
     for (auto& id : ids) {
       CHECK(fs::exists(t / "q" / "pending" / (id + ".json")));
       CHECK(journal.find(id + " {") != std::string::npos);
@@ -987,7 +980,7 @@ TEST_CASE("a power cut after the acknowledgement: recovery writes lost and torn 
   auto ids = files(t / "q" / "pending");
   REQUIRE(ids.size() == 6);
   std::map<std::string, std::string> before;
-  for (auto& n : ids) before[n] = slurp(t / "q" / "pending" / n);
+  for (auto& n : ids) before[n] = read_file(t / "q" / "pending" / n);
   // A record torn by the cut (never acknowledged) at the journal's end.
   std::ofstream(t / "q" / "journal" / segs[0], std::ios::app) << "50000-0179 {\"id\":\"50000-01";
 
@@ -1008,8 +1001,8 @@ TEST_CASE("a power cut after the acknowledgement: recovery writes lost and torn 
 
   auto r = q.recover_orphans();
   CHECK(r.replayed == 4);
-  for (int i = 0; i < 4; ++i) CHECK(slurp(t / "q" / "pending" / lost[static_cast<std::size_t>(i)]) == before[lost[static_cast<std::size_t>(i)]]);
-  CHECK(slurp(t / "q" / "pending" / lost[4]) == before[lost[4]]);  // intact: untouched
+  for (int i = 0; i < 4; ++i) CHECK(read_file(t / "q" / "pending" / lost[static_cast<std::size_t>(i)]) == before[lost[static_cast<std::size_t>(i)]]);
+  CHECK(read_file(t / "q" / "pending" / lost[4]) == before[lost[4]]);  // intact: untouched
   CHECK(q.find(ran_id)->state == State::done);
   CHECK_FALSE(fs::exists(t / "q" / "pending" / (ran_id + ".json")));
   CHECK(files(t / "q" / "journal", "").empty());
@@ -1033,13 +1026,13 @@ TEST_CASE("a job moved aside as corrupt after a power cut comes back from the jo
   auto ids = files(t / "q" / "pending");
   REQUIRE(ids.size() == 1);
   std::string id = ids[0].substr(0, ids[0].size() - 5);
-  std::string whole = slurp(t / "q" / "pending" / ids[0]);
+  std::string whole = read_file(t / "q" / "pending" / ids[0]);
   std::ofstream(t / "q" / "pending" / ids[0], std::ios::trunc) << whole.substr(0, 20);
   Queue q(t / "q", o);
   CHECK_FALSE(q.try_claim());  // the torn file goes to failed/
   CHECK(fs::exists(t / "q" / "failed" / (id + ".corrupt")));
   CHECK(q.recover_orphans().replayed == 1);
-  CHECK(slurp(t / "q" / "pending" / ids[0]) == whole);
+  CHECK(read_file(t / "q" / "pending" / ids[0]) == whole);
   CHECK(files(t / "q" / "failed", "").empty());
   auto c = q.try_claim();
   REQUIRE(c);

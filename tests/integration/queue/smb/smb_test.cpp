@@ -54,10 +54,6 @@ std::string cannot_run() {
   return {};
 }
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
 
 void write_text(const fs::path& p, const std::string& text,
                 fs::perms perms = fs::perms::owner_read | fs::perms::owner_write) {
@@ -236,10 +232,10 @@ class SmbMount {
         if (fs::is_directory(share_, ec)) break;
       }
       if (!proc_->running())
-        throw std::runtime_error("smbnetfs exited: " + proc_->stderr_text() + read_text(log_));
+        throw std::runtime_error("smbnetfs exited: " + proc_->stderr_text() + read_file(log_));
       if (std::chrono::steady_clock::now() > deadline)
         throw std::runtime_error("smbnetfs: " + share_.string() +
-                                 " does not appear: " + read_text(log_));
+                                 " does not appear: " + read_file(log_));
       std::this_thread::sleep_for(50ms);
     }
   }
@@ -422,8 +418,8 @@ TEST_CASE("two hosts on one SMB share (smbnetfs, flock per mount): each job runs
           left += std::string(state) + "/" + e.path().filename().string() + "\n";
       // Where it waits: a kernel wait in a FUSE request means the SMB
       // client stalled, a running state means the worker loops.
-      std::string state = read_text("/proc/" + std::to_string(w->pid()) + "/stat") + " wchan " +
-                          read_text("/proc/" + std::to_string(w->pid()) + "/wchan");
+      std::string state = read_file("/proc/" + std::to_string(w->pid()) + "/stat") + " wchan " +
+                          read_file("/proc/" + std::to_string(w->pid()) + "/wchan");
       for (auto& other : workers) other->kill9();
       INFO("worker log:\n" << w->stderr_text() << "\nleft on the server:\n" << left << "\nworker state: " << state);
       FAIL("a worker did not end within 40 s");
