@@ -28,13 +28,6 @@ bool plain_key(std::string_view key) {
   });
 }
 
-// "overlay.<app key>.png", iaapi::overlay_file_name's form.
-bool overlay_name(std::string_view name) {
-  constexpr std::string_view head = "overlay.", tail = ".png";
-  if (name.size() <= head.size() + tail.size() || !name.starts_with(head) || !name.ends_with(tail)) return false;
-  return plain_key(name.substr(head.size(), name.size() - head.size() - tail.size()));
-}
-
 bool regular_file(const fs::path& p) {
   struct ::stat st {};
   return ::lstat(p.c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -183,7 +176,7 @@ std::optional<fs::path> picture(const Config& config, std::string_view rest) {
 }
 
 std::string_view picture_type(const fs::path& p) {
-  return overlay_name(p.filename().string()) ? "image/png" : "image/jpeg";
+  return p.extension() == ".png" ? "image/png" : "image/jpeg";  // picture() serves only these two kinds
 }
 
 }  // namespace iaserve::server::status

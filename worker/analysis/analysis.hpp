@@ -126,6 +126,9 @@ class HostError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+// An errno that says this host ran short (memory, processes, descriptors,
+// disk space, I/O) or a program file was being written: worth another try.
+bool host_errno(int e);
 
 class Cancelled : public std::runtime_error {
  public:

@@ -353,6 +353,16 @@ void Context::progress(int percent) {
   if (hooks_.progress) hooks_.progress(percent);
 }
 
+bool host_errno(int e) {
+  switch (e) {
+    case ENOMEM: case ENOSPC: case EDQUOT: case EIO: case EMFILE: case ENFILE: case EAGAIN: case ETIMEDOUT:
+    case ETXTBSY:
+      return true;
+    default:
+      return false;
+  }
+}
+
 namespace {
 // Errors of this host's resources, not of the slide or the analysis.
 bool host_failure(const std::exception& e) {
@@ -361,12 +371,7 @@ bool host_failure(const std::exception& e) {
   auto* sys = dynamic_cast<const std::system_error*>(&e);  // std::filesystem errors too
   if (!sys || (sys->code().category() != std::generic_category() && sys->code().category() != std::system_category()))
     return false;
-  switch (sys->code().value()) {
-    case ENOMEM: case ENOSPC: case EDQUOT: case EIO: case EMFILE: case ENFILE: case EAGAIN: case ETIMEDOUT:
-      return true;
-    default:
-      return false;
-  }
+  return host_errno(sys->code().value());
 }
 }  // namespace
 

@@ -267,9 +267,7 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
     c.pid = -1;
     const std::string what = std::string("cannot start: ") + std::strerror(child_errno);
     // No memory or processes for it, or its file being written: another try may do.
-    if (child_errno == ENOMEM || child_errno == EAGAIN || child_errno == ETXTBSY || child_errno == EMFILE ||
-        child_errno == ENFILE)
-      throw HostError("exec " + program + ": " + what);
+    if (host_errno(child_errno)) throw HostError("exec " + program + ": " + what);
     fail(program, what);
   }
   for (int fd : {c.in, c.out, c.err}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
@@ -402,7 +400,7 @@ Outcome run(Context& ctx) {
   if (!::mkdtemp(templ.data())) {
     const int e = errno;
     const std::string what = "scratch folder " + templ + ": " + std::strerror(e);
-    if (e == ENOSPC || e == EDQUOT || e == EIO || e == EMFILE || e == ENFILE) throw HostError("exec " + command + ": " + what);
+    if (host_errno(e)) throw HostError("exec " + command + ": " + what);
     fail(command, what);
   }
   scratch = templ;
