@@ -276,7 +276,20 @@ int main(int argc, char** argv) {
       curl_easy_setopt(e.h, CURLOPT_NOSIGNAL, 1L);
       curl_easy_setopt(e.h, CURLOPT_TIMEOUT_MS, 30000L);
     }
-    double serve_cpu0 = 0, sim_cpu0 = 0, self_cpu0 = 0;
+    // CPU seconds used so far by iaserve, dpatsim and this program (the clients).
+    struct Cpu {
+      double serve = 0, sim = 0, self = 0;
+    };
+    auto cpu_now = [&] { return Cpu{serve.cpu_seconds(), sim.cpu_seconds(), self_cpu_seconds()}; };
+    auto cpu_since = [&](const Cpu& a) {
+      Cpu b = cpu_now();
+      return Cpu{b.serve - a.serve, b.sim - a.sim, b.self - a.self};
+    };
+    // Microseconds of `cpu` seconds per successful call of `f`.
+    auto per_call_us = [](double cpu, const Figures& f) {
+      return f.ok ? cpu * 1e6 / static_cast<double>(f.ok) : 0.0;
+    };
+    Cpu run_start;
     std::atomic<bool> told{false};
     auto create = [&](int c, int k) -> double {
       Easy& e = easy[static_cast<std::size_t>(c)];
@@ -296,13 +309,8 @@ int main(int argc, char** argv) {
         std::cerr << "error: " << curl_easy_strerror(res) << " status " << status << " " << e.answer << "\n";
       return -1;
     };
-    Figures run = closed_loop(clients, warmup, seconds, create, [&] {
-      serve_cpu0 = serve.cpu_seconds();
-      sim_cpu0 = sim.cpu_seconds();
-      self_cpu0 = self_cpu_seconds();
-    });
-    double serve_cpu = serve.cpu_seconds() - serve_cpu0, sim_cpu = sim.cpu_seconds() - sim_cpu0;
-    double self_cpu = self_cpu_seconds() - self_cpu0;
+    Figures run = closed_loop(clients, warmup, seconds, create, [&] { run_start = cpu_now(); });
+    const Cpu run_cpu = cpu_since(run_start);
     long rss_kb = serve.peak_rss_kb();
 
     // The floor: the two callbacks of a create, made here, without iaserve.
@@ -323,19 +331,12 @@ int main(int argc, char** argv) {
       }
       return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     };
-    double floor_sim0 = 0, floor_self0 = 0;
-    Figures floor = closed_loop(clients, warmup, seconds, callbacks, [&] {
-      floor_sim0 = sim.cpu_seconds();
-      floor_self0 = self_cpu_seconds();
-    });
-    const double floor_sim = sim.cpu_seconds() - floor_sim0, floor_self = self_cpu_seconds() - floor_self0;
-    const double rate = run.rate, p50 = run.p50, p99 = run.p99;
-    const std::size_t done = run.ok;
-    const long errs = run.failed;
-    const double elapsed = run.seconds;
+    Cpu floor_start;
+    Figures floor = closed_loop(clients, warmup, seconds, callbacks, [&] { floor_start = cpu_now(); });
+    const Cpu floor_cpu = cpu_since(floor_start);
     std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %u pool threads\n",
-                clients, latency, elapsed, io_threads, pool_threads);
-    std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", done, errs, qdir.c_str());
+                clients, latency, run.seconds, io_threads, pool_threads);
+    std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", run.ok, run.failed, qdir.c_str());
     std::printf("creating an empty file there before the run: %.0f us (about 12 us on a quiet ext4 here; far more\n"
                 "  within minutes of mass deletions on ext4 without a journal: then use --queue-dir elsewhere)\n",
                 create_us);
@@ -344,25 +345,24 @@ int main(int argc, char** argv) {
       fs::remove_all(qdir, qec);
       fs::remove_all(cost_dir, qec);
     }
-    std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", rate);
+    std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", run.rate);
     std::printf(
         "CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second, %.0f us each), "
         "dpatsim %.2f s (%.0f us per invocation), clients %.2f s\n",
-        serve_cpu, serve_cpu > 0 ? static_cast<double>(done) / serve_cpu : 0.0,
-        done == 0 ? 0.0 : serve_cpu * 1e6 / static_cast<double>(done), sim_cpu,
-        done == 0 ? 0.0 : sim_cpu * 1e6 / static_cast<double>(done), self_cpu);
-    std::printf("latency p50: %.2f ms, p99: %.2f ms\n", p50, p99);
+        run_cpu.serve, run_cpu.serve > 0 ? static_cast<double>(run.ok) / run_cpu.serve : 0.0,
+        per_call_us(run_cpu.serve, run), run_cpu.sim, per_call_us(run_cpu.sim, run), run_cpu.self);
+    std::printf("latency p50: %.2f ms, p99: %.2f ms\n", run.p50, run.p99);
     if (latency > 0)
-      std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", p99 / latency, 3 * latency + 5,
-                  p99 <= 3 * latency + 5 ? "met" : "missed");
+      std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", run.p99 / latency, 3 * latency + 5,
+                  run.p99 <= 3 * latency + 5 ? "met" : "missed");
     std::printf("floor, the two callbacks made directly (C=%d, no iaserve): %.0f/s, p50 %.2f ms, p99 %.2f ms, "
                 "%ld failed; CPU per create: dpatsim %.0f us, callback client %.0f us\n",
                 clients, floor.rate, floor.p50, floor.p99, floor.failed,
-                floor.ok ? floor_sim * 1e6 / static_cast<double>(floor.ok) : 0.0,
-                floor.ok ? floor_self * 1e6 / static_cast<double>(floor.ok) : 0.0);
+                per_call_us(floor_cpu.sim, floor), per_call_us(floor_cpu.self, floor));
     if (floor.rate > 0 && floor.p99 > 0)
-      std::printf("iaserve against the floor: rate x%.2f, p50 x%.2f, p99 x%.2f (p99 %+.2f ms)\n", rate / floor.rate,
-                  floor.p50 > 0 ? p50 / floor.p50 : 0.0, p99 / floor.p99, p99 - floor.p99);
+      std::printf("iaserve against the floor: rate x%.2f, p50 x%.2f, p99 x%.2f (p99 %+.2f ms)\n",
+                  run.rate / floor.rate, floor.p50 > 0 ? run.p50 / floor.p50 : 0.0, run.p99 / floor.p99,
+                  run.p99 - floor.p99);
     std::printf("iaserve peak RSS (VmHWM): %.1f MB (target <= 50 MB: %s)\n", static_cast<double>(rss_kb) / 1024.0,
                 rss_kb >= 0 && rss_kb <= 50 * 1024 ? "met" : "missed");
     curl_global_cleanup();
