@@ -14,6 +14,7 @@
 // figures above are also printed as ratios to them.
 #include <CLI/CLI.hpp>
 #include <curl/curl.h>
+#include <boost/json/serialize.hpp>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -28,13 +29,16 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "bench/common/fs_cost.hpp"
-#include "iaapi/client.hpp"
+#include "iaapi/decode.hpp"
+#include "iaapi/messages.hpp"
+#include "iaapi/version.hpp"
 #include "iaapi/result_builder.hpp"
 
 extern char** environ;
@@ -142,46 +146,121 @@ struct Figures {
   long failed = 0;
 };
 
-// Runs body(client index, iteration) on `clients` threads until `seconds`
-// after `warmup` seconds; body returns its latency in ms, or < 0 on failure.
-// on_start runs when the measured seconds begin.
-template <class Body, class Start>
-Figures closed_loop(int clients, int warmup, int seconds, const Body& body, const Start& on_start) {
-  std::atomic<bool> measuring{false}, stop{false};
-  std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
-  std::vector<long> errors(static_cast<std::size_t>(clients), 0);
-  std::vector<std::thread> threads;
-  for (int c = 0; c < clients; ++c)
-    threads.emplace_back([&, c] {
-      for (int k = 0; !stop; ++k) {
-        double ms = body(c, k);
-        if (!measuring) continue;
-        if (ms < 0)
-          ++errors[static_cast<std::size_t>(c)];
-        else
-          lat[static_cast<std::size_t>(c)].push_back(ms);
-      }
-    });
-  std::this_thread::sleep_for(std::chrono::seconds(warmup));
-  on_start();
-  measuring = true;
-  auto t0 = Clock::now();
-  std::this_thread::sleep_for(std::chrono::seconds(seconds));
-  measuring = false;
-  double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-  stop = true;
-  for (auto& t : threads) t.join();
-  std::vector<double> all;
-  Figures f;
-  for (std::size_t i = 0; i < lat.size(); ++i) {
-    all.insert(all.end(), lat[i].begin(), lat[i].end());
-    f.failed += errors[i];
+// One HTTP request of a client's flow.
+struct Request {
+  const char* method = "POST";
+  std::string url, body;
+};
+// What a flow does with an answer: another request, done, or failed (why).
+struct Next {
+  std::optional<Request> request;
+  std::string error;  // non-empty: the iteration failed
+};
+
+// Runs `clients` closed-loop clients on this one thread, over one curl multi
+// handle (keep-alive connections, like a load generator on another machine
+// that costs this one little). Client c's iteration k sends first(c, k),
+// then then(c, status, answer) for each answer until it returns no request;
+// the iteration's latency runs from its first request to its last answer.
+// Counts iterations ending in the `seconds` after `warmup`; on_start runs
+// when those begin.
+template <class First, class Then, class Start>
+Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std::string>& headers, const First& first,
+                    const Then& then, const Start& on_start) {
+  struct Client {
+    CURL* h = nullptr;
+    std::string answer, body;
+    int k = 0;
+    Clock::time_point t0;
+  };
+  CURLM* multi = curl_multi_init();
+  curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(clients) * 2);
+  curl_slist* hdr = nullptr;
+  for (const auto& h : headers) hdr = curl_slist_append(hdr, h.c_str());
+  std::vector<Client> cs(static_cast<std::size_t>(clients));
+  auto send = [&](Client& cl, const Request& r) {
+    cl.answer.clear();
+    cl.body = r.body;
+    curl_easy_setopt(cl.h, CURLOPT_URL, r.url.c_str());
+    if (std::string_view(r.method) == "GET") {
+      curl_easy_setopt(cl.h, CURLOPT_HTTPGET, 1L);
+      curl_easy_setopt(cl.h, CURLOPT_CUSTOMREQUEST, nullptr);
+    } else {
+      curl_easy_setopt(cl.h, CURLOPT_POSTFIELDS, cl.body.c_str());
+      curl_easy_setopt(cl.h, CURLOPT_POSTFIELDSIZE, static_cast<long>(cl.body.size()));
+      curl_easy_setopt(cl.h, CURLOPT_CUSTOMREQUEST, std::string_view(r.method) == "POST" ? nullptr : r.method);
+    }
+    curl_multi_add_handle(multi, cl.h);
+  };
+  for (std::size_t c = 0; c < cs.size(); ++c) {
+    Client& cl = cs[c];
+    cl.h = curl_easy_init();
+    curl_easy_setopt(cl.h, CURLOPT_HTTPHEADER, hdr);
+    curl_easy_setopt(cl.h, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(cl.h, CURLOPT_WRITEDATA, &cl.answer);
+    curl_easy_setopt(cl.h, CURLOPT_PRIVATE, &cl);
+    curl_easy_setopt(cl.h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(cl.h, CURLOPT_TIMEOUT_MS, 30000L);
+    cl.t0 = Clock::now();
+    send(cl, first(static_cast<int>(c), 0));
   }
-  f.ok = all.size();
+  std::vector<double> lat;
+  Figures f;
+  std::string first_error;
+  bool measuring = false;
+  const auto t_start = Clock::now() + std::chrono::seconds(warmup);
+  const auto t_end = t_start + std::chrono::seconds(seconds);
+  for (;;) {
+    auto now = Clock::now();
+    if (!measuring && now >= t_start) {
+      on_start();
+      measuring = true;
+    }
+    if (now >= t_end) break;
+    int running = 0;
+    curl_multi_perform(multi, &running);
+    int left = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+      if (m->msg != CURLMSG_DONE) continue;
+      Client* cl = nullptr;
+      curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &cl);
+      CURLcode res = m->data.result;
+      curl_multi_remove_handle(multi, m->easy_handle);
+      long status = 0;
+      curl_easy_getinfo(cl->h, CURLINFO_RESPONSE_CODE, &status);
+      const int c = static_cast<int>(cl - cs.data());
+      Next n = res == CURLE_OK ? then(c, status, cl->answer)
+                               : Next{std::nullopt, std::string("transport: ") + curl_easy_strerror(res)};
+      if (n.request) {
+        send(*cl, *n.request);
+        continue;
+      }
+      if (measuring) {
+        if (n.error.empty()) {
+          lat.push_back(std::chrono::duration<double, std::milli>(Clock::now() - cl->t0).count());
+        } else {
+          ++f.failed;
+          if (first_error.empty()) first_error = n.error;
+        }
+      }
+      cl->t0 = Clock::now();
+      send(*cl, first(c, ++cl->k));
+    }
+    curl_multi_poll(multi, nullptr, 0, 50, nullptr);
+  }
+  const double elapsed = std::chrono::duration<double>(Clock::now() - t_start).count();
+  for (auto& cl : cs) {
+    curl_multi_remove_handle(multi, cl.h);
+    curl_easy_cleanup(cl.h);
+  }
+  curl_slist_free_all(hdr);
+  curl_multi_cleanup(multi);
+  if (!first_error.empty()) std::cerr << "first failure: " << first_error << "\n";
+  f.ok = lat.size();
   f.seconds = elapsed;
-  f.rate = static_cast<double>(all.size()) / elapsed;
-  f.p50 = percentile(all, 0.50);
-  f.p99 = percentile(all, 0.99);
+  f.rate = static_cast<double>(lat.size()) / elapsed;
+  f.p50 = percentile(lat, 0.50);
+  f.p99 = percentile(lat, 0.99);
   return f;
 }
 
@@ -255,27 +334,6 @@ int main(int argc, char** argv) {
     const std::string target = serve.url() + "/apps/bench";
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    struct Easy {
-      CURL* h = curl_easy_init();
-      curl_slist* hdr = curl_slist_append(nullptr, "Content-Type: application/json");
-      std::string answer;
-      Easy() = default;
-      Easy(const Easy&) = delete;
-      Easy& operator=(const Easy&) = delete;
-      ~Easy() {
-        curl_slist_free_all(hdr);
-        curl_easy_cleanup(h);
-      }
-    };
-    std::vector<Easy> easy(static_cast<std::size_t>(clients));
-    for (auto& e : easy) {
-      curl_easy_setopt(e.h, CURLOPT_URL, target.c_str());
-      curl_easy_setopt(e.h, CURLOPT_HTTPHEADER, e.hdr);
-      curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, sink);
-      curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &e.answer);
-      curl_easy_setopt(e.h, CURLOPT_NOSIGNAL, 1L);
-      curl_easy_setopt(e.h, CURLOPT_TIMEOUT_MS, 30000L);
-    }
     // CPU seconds used so far by iaserve, dpatsim and this program (the clients).
     struct Cpu {
       double serve = 0, sim = 0, self = 0;
@@ -290,49 +348,58 @@ int main(int argc, char** argv) {
       return f.ok ? cpu * 1e6 / static_cast<double>(f.ok) : 0.0;
     };
     Cpu run_start;
-    std::atomic<bool> told{false};
-    auto create = [&](int c, int k) -> double {
-      Easy& e = easy[static_cast<std::size_t>(c)];
-      std::string body = "{\"action\":\"create\",\"applicationId\":\"bench\",\"slideId\":\"" +
+    auto create = [&](int c, int k) {
+      return Request{"POST", target,
+                     "{\"action\":\"create\",\"applicationId\":\"bench\",\"slideId\":\"" +
                          slide_name(c, k, clients, slides) + "\",\"callbackInfo\":{\"url\":\"" + cb +
-                         "\",\"token\":\"" + token + "\"},\"input\":{\"type\":\"wholeSlide\"}}";
-      curl_easy_setopt(e.h, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(e.h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-      e.answer.clear();
-      auto t0 = Clock::now();
-      CURLcode res = curl_easy_perform(e.h);
-      double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-      long status = 0;
-      curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &status);
-      if (res == CURLE_OK && status == 200) return ms;
-      if (!told.exchange(true))
-        std::cerr << "error: " << curl_easy_strerror(res) << " status " << status << " " << e.answer << "\n";
-      return -1;
+                         "\",\"token\":\"" + token + "\"},\"input\":{\"type\":\"wholeSlide\"}}"};
     };
-    Figures run = closed_loop(clients, warmup, seconds, create, [&] { run_start = cpu_now(); });
+    auto created = [](int, long status, const std::string& answer) {
+      return Next{std::nullopt, status == 200 ? "" : "status " + std::to_string(status) + " " + answer};
+    };
+    Figures run = closed_loop(clients, warmup, seconds, {"Content-Type: application/json", "Expect:"}, create,
+                              created, [&] { run_start = cpu_now(); });
     const Cpu run_cpu = cpu_since(run_start);
     long rss_kb = serve.peak_rss_kb();
 
-    // The floor: the two callbacks of a create, made here, without iaserve.
-    std::vector<iaserve::iaapi::CallbackClient> direct;
-    iaserve::iaapi::ClientOptions copts;
-    copts.max_attempts = 1;
-    for (int c = 0; c < clients; ++c) direct.emplace_back(iaserve::iaapi::CallbackInfo{cb, token}, copts);
-    std::atomic<bool> told_floor{false};
-    auto callbacks = [&](int c, int k) -> double {
-      const std::string slide = slide_name(c, k, clients, slides);
-      auto t0 = Clock::now();
-      try {
-        auto frame = iaserve::iaapi::progress_result(slide, 1024, 768, "analysis queued", 0, "bench");
-        direct[static_cast<std::size_t>(c)].upsert_result("bench", slide, frame);
-      } catch (const std::exception& ex) {
-        if (!told_floor.exchange(true)) std::cerr << "floor error: " << ex.what() << "\n";
-        return -1;
+    // The floor: the two callbacks of a create, made here, without iaserve:
+    // list the app's results on the slide, then PUT over the newest or POST
+    // the frame, with the headers iaserve's callback client sends.
+    namespace ia = iaserve::iaapi;
+    std::vector<std::string> slide_of(static_cast<std::size_t>(clients));
+    auto list = [&](int c, int k) {
+      slide_of[static_cast<std::size_t>(c)] = slide_name(c, k, clients, slides);
+      return Request{"GET", cb + "/applications/bench/results/slide/" + slide_of[static_cast<std::size_t>(c)], ""};
+    };
+    auto store = [&](int c, long status, const std::string& answer) -> Next {
+      if (status == 200 && answer.front() == '[') {
+        const std::string& slide = slide_of[static_cast<std::size_t>(c)];
+        ia::Result frame = ia::progress_result(slide, 1024, 768, "analysis queued", 0, "bench");
+        auto parsed = ia::parse_json(answer);
+        if (!parsed) return {std::nullopt, "list: " + parsed.error.what()};
+        auto listed = ia::decode<std::vector<ia::StoredResult>>(*parsed);
+        if (!listed) return {std::nullopt, "list: " + listed.error.what()};
+        if (listed->empty())
+          return {Request{"POST", cb + "/applications/bench/results", boost::json::serialize(ia::to_json(frame))}, ""};
+        const auto& newest = *std::max_element(listed->begin(), listed->end(),
+                                               [](const auto& a, const auto& b) { return a.id < b.id; });
+        ia::StoredResult update;
+        static_cast<ia::Result&>(update) = frame;
+        update.id = newest.id;
+        update.version_id = newest.version_id;
+        return {Request{"PUT", cb + "/applications/bench/results/" + std::to_string(newest.id),
+                        boost::json::serialize(ia::to_json(update))},
+                ""};
       }
-      return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+      if (status == 200 || status == 201) return {};
+      return {std::nullopt, "status " + std::to_string(status) + " " + answer};
     };
     Cpu floor_start;
-    Figures floor = closed_loop(clients, warmup, seconds, callbacks, [&] { floor_start = cpu_now(); });
+    Figures floor = closed_loop(clients, warmup, seconds,
+                                {"Content-Type: application/json", "Expect:", "Accept: application/json",
+                                 "Authorization: Bearer " + token,
+                                 std::string("X-Sectra-ApiVersion: ") + iaserve::kApiVersion},
+                                list, store, [&] { floor_start = cpu_now(); });
     const Cpu floor_cpu = cpu_since(floor_start);
     std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %u pool threads\n",
                 clients, latency, run.seconds, io_threads, pool_threads);
