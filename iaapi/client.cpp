@@ -217,6 +217,202 @@ static std::uint64_t jitter_seed() {
   return now ^ (++counter * 0x9E3779B97F4A7C15ull);
 }
 
+// State of one running exchange, read by the curl callbacks.
+struct Exchange {
+  const ClientOptions* options = nullptr;
+  CURL* handle = nullptr;  // the easy handle carrying it
+  Response response;
+  StreamSink* sink = nullptr;
+  std::vector<long> sink_ok;  // statuses whose body goes to the sink (the call's ok)
+  bool sink_started = false;
+  bool too_large = false;
+  std::exception_ptr error;  // thrown by the sink inside a callback
+};
+
+namespace {
+
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  std::string_view line(data, size * n);
+  if (line.starts_with("HTTP/")) {  // a new response (after 100 Continue)
+    ex->response.headers.clear();
+    return size * n;
+  }
+  const auto colon = line.find(':');
+  if (colon == std::string_view::npos) return size * n;
+  std::string name = lower(std::string(line.substr(0, colon)));
+  std::string_view value = line.substr(colon + 1);
+  while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
+    value.remove_prefix(1);
+  while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
+    value.remove_suffix(1);
+  ex->response.headers.emplace_back(std::move(name), std::string(value));
+  return size * n;
+}
+
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  auto* ex = static_cast<Exchange*>(user);
+  const size_t len = size * n;
+  if (ex->sink && !ex->sink_started) {
+    curl_easy_getinfo(ex->handle, CURLINFO_RESPONSE_CODE, &ex->response.status);
+    // Only an accepted answer is the file: a 206 or 203 is not (and
+    // must never be recorded as a finished download).
+    if (std::find(ex->sink_ok.begin(), ex->sink_ok.end(), ex->response.status) != ex->sink_ok.end()) {
+      ex->sink_started = true;
+      try {
+        ex->sink->begin(ex->response.status, ex->response.headers);
+      } catch (...) {
+        ex->error = std::current_exception();
+        return 0;
+      }
+    }
+  }
+  if (ex->sink_started) {
+    try {
+      ex->sink->data(data, len);
+    } catch (...) {
+      ex->error = std::current_exception();
+      return 0;
+    }
+    return len;
+  }
+  // Buffered answer (JSON, image, or an error body of a streamed route).
+  const std::size_t limit = ex->sink ? 64 * 1024 : ex->options->max_body_bytes;
+  if (ex->response.body.size() + len > limit) {
+    if (ex->sink) {  // an error body: keep its start for the message
+      ex->response.body.append(data, std::min(len, limit - ex->response.body.size()));
+      return len;
+    }
+    ex->too_large = true;
+    return 0;
+  }
+  ex->response.body.append(data, len);
+  return len;
+}
+
+int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  auto* ex = static_cast<Exchange*>(user);
+  return ex->options->cancelled && ex->options->cancelled() ? 1 : 0;
+}
+
+// Sets handle h up for one request (headers, timeouts, TLS, the
+// callbacks filling ex); the headers list to free after the transfer.
+curl_slist* setup_transfer(CURL* h, const ClientOptions& options, const std::string& url, const std::string& token,
+                           const char* method, const std::string* body, bool json_answer, Exchange& ex,
+                           char* errbuf) {
+  curl_slist* headers = nullptr;
+  const std::string auth = "Authorization: Bearer " + token;
+  const std::string api = std::string("X-Sectra-ApiVersion: ") + kApiVersion;
+  headers = curl_slist_append(headers, auth.c_str());
+  headers = curl_slist_append(headers, api.c_str());
+  headers = curl_slist_append(headers, json_answer ? "Accept: application/json" : "Accept: */*");
+  headers = curl_slist_append(headers, "Expect:");
+  if (body) headers = curl_slist_append(headers, "Content-Type: application/json");
+  const std::string agent = std::string("iaserve/") + kSoftwareVersion;
+
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_USERAGENT, agent.c_str());
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+  if (body) {
+    curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->data());
+    curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
+    if (std::string_view(method) != "POST") curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+  } else if (std::string_view(method) == "GET") {
+    curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
+  } else {
+    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
+  }
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
+                   static_cast<long>(options.connect_timeout.count()));
+  const auto total = ex.sink ? options.download_timeout : options.total_timeout;
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
+  curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
+                   static_cast<long>(options.low_speed_time.count()));
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+  if (!options.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
+  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
+  if (options.cancelled) {
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &on_progress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
+  }
+  if (ex.sink) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 64L * 1024);
+
+  errbuf[0] = 0;
+  return headers;
+}
+
+// What to do with an attempt's outcome: take the answer, or try again after
+// retry_in; the outcomes that end the call throw CallbackError (its message
+// names the step and the status, never the token). `waited` is the time
+// spent between the call's attempts so far.
+struct Verdict {
+  bool accept = false;
+  std::chrono::milliseconds retry_in{0};
+};
+Verdict judge(const std::string& step, bool idempotent, int attempt, std::chrono::milliseconds waited, CURLcode rc,
+              const char* errbuf, const Exchange& ex, const std::vector<long>& ok, const ClientOptions& options,
+              std::mt19937_64& rng) {
+  std::string what;  // failure text when retryable
+  long status = 0;
+  bool retryable = false;
+  std::optional<std::chrono::milliseconds> retry_after;
+  if (rc != CURLE_OK) {
+    if (rc == CURLE_ABORTED_BY_CALLBACK) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+    if (ex.too_large)
+      throw CallbackError(CallbackErrorKind::protocol, ex.response.status,
+                          step + ": answer larger than " + std::to_string(options.max_body_bytes) + " bytes");
+    what = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_UNSUPPORTED_PROTOCOL ||
+        rc == CURLE_URL_MALFORMAT) {
+      throw CallbackError(CallbackErrorKind::transport, 0, step + ": " + what);
+    }
+    retryable = idempotent || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+  } else {
+    status = ex.response.status;
+    if (std::find(ok.begin(), ok.end(), status) != ok.end()) return Verdict{true, {}};
+    what = status_text(status);
+    const std::string detail = error_detail(ex.response.body);
+    if (!detail.empty()) what += ": " + detail;
+    if (status == 429 || status >= 500) {
+      retryable = idempotent || status == 429 || status == 503;
+      retry_after = parse_retry_after(ex.response.header("retry-after"));
+    } else {
+      throw CallbackError(kind_for(status), status, step + ": " + what);
+    }
+  }
+  const CallbackErrorKind kind = status ? kind_for(status) : CallbackErrorKind::transport;
+  const std::string attempts = attempt > 1 ? " (after " + std::to_string(attempt) + " attempts)" : "";
+  if (!retryable || attempt >= options.max_attempts) throw CallbackError(kind, status, step + ": " + what + attempts);
+  // Exponential backoff with jitter; Retry-After wins when given.
+  const double exp_ms =
+      std::min<double>(static_cast<double>(options.backoff_max.count()),
+                       static_cast<double>(options.backoff_initial.count()) * (1u << std::min(attempt - 1, 20)));
+  std::uniform_real_distribution<double> jitter(0.5, 1.0);
+  auto delay = std::chrono::milliseconds(static_cast<long>(exp_ms * jitter(rng)));
+  if (retry_after) delay = *retry_after;
+  // The budget is the waiting between attempts, not the attempts: a
+  // download that breaks after ten minutes is still worth another try.
+  if (waited + delay > options.max_retry_time)
+    throw CallbackError(kind, status,
+                        step + ": " + what + attempts + " (next retry in " + std::to_string(delay.count()) +
+                            " ms would exceed the " + std::to_string(options.max_retry_time.count()) + " ms budget)");
+  logger()->warn("{}: {}; retry {}/{} in {} ms", step, what, attempt, options.max_attempts - 1, delay.count());
+  return Verdict{false, delay};
+}
+
+}  // namespace
+
 struct CallbackClient::Impl {
   CallbackInfo callback;
   ClientOptions options;
@@ -228,18 +424,6 @@ struct CallbackClient::Impl {
   CURLM* multi = nullptr;
   std::uint64_t requests = 0;
   std::mt19937_64 rng{jitter_seed()};
-
-  // State of the running exchange, read by the curl callbacks.
-  struct Exchange {
-    Impl* self = nullptr;
-    CURL* handle = nullptr;  // the easy handle carrying it
-    Response response;
-    StreamSink* sink = nullptr;
-    std::vector<long> sink_ok;  // statuses whose body goes to the sink (the call's ok)
-    bool sink_started = false;
-    bool too_large = false;
-    std::exception_ptr error;  // thrown by the sink inside a callback
-  };
 
   Impl(CallbackInfo cb, ClientOptions opt) : options(std::move(opt)) {
     global_init();
@@ -281,70 +465,6 @@ struct CallbackClient::Impl {
   }
 
   bool cancelled() const { return options.cancelled && options.cancelled(); }
-
-  static size_t on_header(char* data, size_t size, size_t n, void* user) {
-    auto* ex = static_cast<Exchange*>(user);
-    std::string_view line(data, size * n);
-    if (line.starts_with("HTTP/")) {  // a new response (after 100 Continue)
-      ex->response.headers.clear();
-      return size * n;
-    }
-    const auto colon = line.find(':');
-    if (colon == std::string_view::npos) return size * n;
-    std::string name = lower(std::string(line.substr(0, colon)));
-    std::string_view value = line.substr(colon + 1);
-    while (!value.empty() && (value.front() == ' ' || value.front() == '\t'))
-      value.remove_prefix(1);
-    while (!value.empty() && (value.back() == '\r' || value.back() == '\n' || value.back() == ' '))
-      value.remove_suffix(1);
-    ex->response.headers.emplace_back(std::move(name), std::string(value));
-    return size * n;
-  }
-
-  static size_t on_body(char* data, size_t size, size_t n, void* user) {
-    auto* ex = static_cast<Exchange*>(user);
-    const size_t len = size * n;
-    if (ex->sink && !ex->sink_started) {
-      curl_easy_getinfo(ex->handle, CURLINFO_RESPONSE_CODE, &ex->response.status);
-      // Only an accepted answer is the file: a 206 or 203 is not (and
-      // must never be recorded as a finished download).
-      if (std::find(ex->sink_ok.begin(), ex->sink_ok.end(), ex->response.status) != ex->sink_ok.end()) {
-        ex->sink_started = true;
-        try {
-          ex->sink->begin(ex->response.status, ex->response.headers);
-        } catch (...) {
-          ex->error = std::current_exception();
-          return 0;
-        }
-      }
-    }
-    if (ex->sink_started) {
-      try {
-        ex->sink->data(data, len);
-      } catch (...) {
-        ex->error = std::current_exception();
-        return 0;
-      }
-      return len;
-    }
-    // Buffered answer (JSON, image, or an error body of a streamed route).
-    const std::size_t limit = ex->sink ? 64 * 1024 : ex->self->options.max_body_bytes;
-    if (ex->response.body.size() + len > limit) {
-      if (ex->sink) {  // an error body: keep its start for the message
-        ex->response.body.append(data, std::min(len, limit - ex->response.body.size()));
-        return len;
-      }
-      ex->too_large = true;
-      return 0;
-    }
-    ex->response.body.append(data, len);
-    return len;
-  }
-
-  static int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-    auto* ex = static_cast<Exchange*>(user);
-    return ex->self->cancelled() ? 1 : 0;
-  }
 
   // A request sent by start() whose answer finish() takes; each on its own
   // easy handle, so several can be in flight on the one multi handle.
@@ -455,7 +575,6 @@ struct CallbackClient::Impl {
     p.has_body = body != nullptr;
     if (body) p.body = *body;
     p.json_answer = json_answer;
-    p.ex.self = this;
     p.headers = setup(h, p.method.c_str(), p.path, p.has_body ? &p.body : nullptr, json_answer, p.ex, p.errbuf);
     launch(h);
   }
@@ -488,58 +607,9 @@ struct CallbackClient::Impl {
                     bool json_answer, Exchange& ex, char* errbuf) {
     ex.handle = h;
     curl_easy_reset(h);  // the connections stay in the multi's cache
-    const std::string url = base + path;
-    curl_slist* headers = nullptr;
-    const std::string auth = "Authorization: Bearer " + callback.token;
-    const std::string api = std::string("X-Sectra-ApiVersion: ") + kApiVersion;
-    headers = curl_slist_append(headers, auth.c_str());
-    headers = curl_slist_append(headers, api.c_str());
-    headers = curl_slist_append(headers, json_answer ? "Accept: application/json" : "Accept: */*");
-    headers = curl_slist_append(headers, "Expect:");
-    if (body) headers = curl_slist_append(headers, "Content-Type: application/json");
-    const std::string agent = std::string("iaserve/") + kSoftwareVersion;
-
-    curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_USERAGENT, agent.c_str());
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-    if (body) {
-      curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->data());
-      curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
-      if (std::string_view(method) != "POST") curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    } else if (std::string_view(method) == "GET") {
-      curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-    } else {
-      curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
-    }
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(options.connect_timeout.count()));
-    const auto total = ex.sink ? options.download_timeout : options.total_timeout;
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(total.count()));
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, options.low_speed_bytes);
-    curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME,
-                     static_cast<long>(options.low_speed_time.count()));
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
-    curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
-    if (!options.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Impl::on_header);
-    curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Impl::on_body);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
-    if (options.cancelled) {
-      curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-      curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &Impl::on_progress);
-      curl_easy_setopt(h, CURLOPT_XFERINFODATA, &ex);
-    }
-    if (ex.sink) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 64L * 1024);
-
-    errbuf[0] = 0;
+    ex.options = &options;
     ++requests;
-    return headers;
+    return setup_transfer(h, options, base + path, callback.token, method, body, json_answer, ex, errbuf);
   }
 
   void sleep_for(std::chrono::milliseconds d, const std::string& step) {
@@ -574,6 +644,7 @@ struct CallbackClient::Impl {
     const std::string step = std::string(method) + " " + path;
     const bool idempotent = std::string_view(method) != "POST";
     std::chrono::milliseconds waited{0};  // in backoff so far
+    const std::vector<long> ok_list(ok);
     char own_errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;; ++attempt) {
       const bool landing = started && attempt == 1;
@@ -582,7 +653,7 @@ struct CallbackClient::Impl {
         throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
       }
       Exchange own_ex;
-      own_ex.self = this;
+      own_ex.options = &options;
       own_ex.sink = sink;
       own_ex.sink_ok.assign(ok.begin(), ok.end());
       CURLcode rc;
@@ -616,57 +687,9 @@ struct CallbackClient::Impl {
       if (sink && (rc != CURLE_OK || ex.error || !ex.sink_started)) sink->abort();
       if (ex.error) rethrow_with_step(step, ex.error);
 
-      std::string what;  // failure text when retryable
-      long status = 0;
-      bool retryable = false;
-      std::optional<std::chrono::milliseconds> retry_after;
-      if (rc != CURLE_OK) {
-        if (rc == CURLE_ABORTED_BY_CALLBACK)
-          throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
-        if (ex.too_large)
-          throw CallbackError(
-              CallbackErrorKind::protocol, ex.response.status,
-              step + ": answer larger than " + std::to_string(options.max_body_bytes) + " bytes");
-        what = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
-        if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
-            rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_URL_MALFORMAT) {
-          throw CallbackError(CallbackErrorKind::transport, 0, step + ": " + what);
-        }
-        retryable = idempotent || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
-      } else {
-        status = ex.response.status;
-        if (std::find(ok.begin(), ok.end(), status) != ok.end()) return std::move(ex.response);
-        what = status_text(status);
-        const std::string detail = error_detail(ex.response.body);
-        if (!detail.empty()) what += ": " + detail;
-        if (status == 429 || status >= 500) {
-          retryable = idempotent || status == 429 || status == 503;
-          retry_after = parse_retry_after(ex.response.header("retry-after"));
-        } else {
-          throw CallbackError(kind_for(status), status, step + ": " + what);
-        }
-      }
-      const CallbackErrorKind kind = status ? kind_for(status) : CallbackErrorKind::transport;
-      const std::string attempts =
-          attempt > 1 ? " (after " + std::to_string(attempt) + " attempts)" : "";
-      if (!retryable || attempt >= options.max_attempts)
-        throw CallbackError(kind, status, step + ": " + what + attempts);
-      // Exponential backoff with jitter; Retry-After wins when given.
-      const double exp_ms = std::min<double>(
-          static_cast<double>(options.backoff_max.count()),
-          static_cast<double>(options.backoff_initial.count()) * (1u << std::min(attempt - 1, 20)));
-      std::uniform_real_distribution<double> jitter(0.5, 1.0);
-      auto delay = std::chrono::milliseconds(static_cast<long>(exp_ms * jitter(rng)));
-      if (retry_after) delay = *retry_after;
-      // The budget is the waiting between attempts, not the attempts: a
-      // download that breaks after ten minutes is still worth another try.
-      if (waited + delay > options.max_retry_time)
-        throw CallbackError(kind, status,
-                            step + ": " + what + attempts + " (next retry in " +
-                                std::to_string(delay.count()) + " ms would exceed the " +
-                                std::to_string(options.max_retry_time.count()) + " ms budget)");
-      logger()->warn("{}: {}; retry {}/{} in {} ms", step, what, attempt, options.max_attempts - 1,
-                     delay.count());
+      const Verdict v = judge(step, idempotent, attempt, waited, rc, errbuf, ex, ok_list, options, rng);
+      if (v.accept) return std::move(ex.response);
+      const auto delay = v.retry_in;
       sleep_for(delay, step);
       waited += delay;
     }
