@@ -18,7 +18,10 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <condition_variable>
 #include <list>
+#include <map>
+#include <unordered_map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -885,6 +888,295 @@ std::vector<std::filesystem::path> CallbackClient::download_files(
   }
   impl_->call("GET", path, nullptr, {200}, false, &dl);
   return dl.files();
+}
+
+}  // namespace iaserve::iaapi
+
+// ---- the engine: many calls on one thread ---------------------------------------
+
+namespace iaserve::iaapi {
+
+struct CallbackEngine::Impl {
+  // One call, through its attempts.
+  struct Call {
+    std::string url, token, step, body;
+    const char* method = "GET";
+    bool has_body = false;
+    std::vector<long> ok;
+    std::function<void(Response*, std::exception_ptr)> done;
+    int attempt = 0;
+    std::chrono::milliseconds waited{0};
+    CURL* handle = nullptr;
+    curl_slist* headers = nullptr;
+    Exchange ex;
+    char errbuf[CURL_ERROR_SIZE] = {};
+  };
+
+  ClientOptions options;
+  CURLM* multi = nullptr;
+  std::thread thread;
+  std::mt19937_64 rng{jitter_seed()};
+  std::atomic<std::size_t> in_flight{0};
+  std::atomic<std::uint64_t> requests{0};
+
+  std::mutex mutex;  // guards incoming, accepting, cancel_now
+  std::condition_variable drained;
+  std::vector<std::unique_ptr<Call>> incoming;
+  bool accepting = true;
+  bool cancel_now = false;
+
+  // The thread's own.
+  std::unordered_map<CURL*, std::unique_ptr<Call>> running;
+  std::multimap<Clock::time_point, std::unique_ptr<Call>> retries;
+  std::vector<CURL*> spare;
+
+  Impl(ClientOptions opt, long max_host_connections) : options(std::move(opt)) {
+    global_init();
+    if (options.max_attempts < 1) options.max_attempts = 1;
+    multi = curl_multi_init();
+    if (!multi) throw std::runtime_error("callback engine: curl_multi_init failed");
+    if (max_host_connections < 1) max_host_connections = 1;
+    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host_connections);
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, std::max(max_host_connections, 16L));
+    if (!options.verify_tls)
+      logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
+    thread = std::thread([this] { run(); });
+  }
+
+  ~Impl() {
+    stop(std::chrono::milliseconds(0));
+    for (CURL* h : spare) curl_easy_cleanup(h);
+    curl_multi_cleanup(multi);
+  }
+
+  void stop(std::chrono::milliseconds grace) {
+    {
+      std::unique_lock lock(mutex);
+      accepting = false;
+      drained.wait_for(lock, grace, [this] { return in_flight == 0; });
+      cancel_now = true;
+    }
+    curl_multi_wakeup(multi);
+    if (thread.joinable()) thread.join();
+  }
+
+  void submit(std::unique_ptr<Call> call) {
+    {
+      std::lock_guard lock(mutex);
+      if (accepting) {
+        ++in_flight;
+        incoming.push_back(std::move(call));
+      }
+    }
+    if (call) {  // not taken: the engine is stopping
+      complete(*call, nullptr,
+               std::make_exception_ptr(
+                   CallbackError(CallbackErrorKind::cancelled, 0, call->step + ": cancelled")),
+               false);
+      return;
+    }
+    curl_multi_wakeup(multi);
+  }
+
+  void complete(Call& call, Response* r, std::exception_ptr error, bool counted = true) {
+    try {
+      call.done(r, std::move(error));
+    } catch (const std::exception& e) {
+      logger()->error("{}: completion threw: {}", call.step, e.what());
+    } catch (...) {
+      logger()->error("{}: completion threw", call.step);
+    }
+    if (!counted) return;
+    std::lock_guard lock(mutex);
+    if (--in_flight == 0) drained.notify_all();
+  }
+
+  void launch(std::unique_ptr<Call> call) {
+    CURL* h = nullptr;
+    if (!spare.empty()) {
+      h = spare.back();
+      spare.pop_back();
+      curl_easy_reset(h);
+    } else if (!(h = curl_easy_init())) {
+      complete(*call, nullptr,
+               std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
+                                                     call->step + ": curl_easy_init failed")));
+      return;
+    }
+    ++call->attempt;
+    call->handle = h;
+    call->ex = Exchange{};
+    call->ex.options = &options;
+    call->ex.handle = h;
+    call->headers =
+        setup_transfer(h, options, call->url, call->token, call->method,
+                       call->has_body ? &call->body : nullptr, true, call->ex, call->errbuf);
+    ++requests;
+    curl_multi_add_handle(multi, h);
+    running.emplace(h, std::move(call));
+  }
+
+  void land(CURL* h, CURLcode rc) {
+    auto node = running.extract(h);
+    curl_multi_remove_handle(multi, h);
+    spare.push_back(h);
+    if (node.empty()) return;
+    std::unique_ptr<Call> call = std::move(node.mapped());
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &call->ex.response.status);
+    curl_slist_free_all(call->headers);
+    call->headers = nullptr;
+    call->handle = nullptr;
+    try {
+      const Verdict v = judge(call->step, std::string_view(call->method) != "POST", call->attempt,
+                              call->waited, rc, call->errbuf, call->ex, call->ok, options, rng);
+      if (v.accept) {
+        complete(*call, &call->ex.response, nullptr);
+        return;
+      }
+      call->waited += v.retry_in;
+      retries.emplace(Clock::now() + v.retry_in, std::move(call));
+    } catch (...) {
+      complete(*call, nullptr, std::current_exception());
+    }
+  }
+
+  void cancel_all() {
+    auto cancel = [this](std::unique_ptr<Call>& call) {
+      complete(*call, nullptr,
+               std::make_exception_ptr(
+                   CallbackError(CallbackErrorKind::cancelled, 0, call->step + ": cancelled")));
+    };
+    for (auto& [h, call] : running) {
+      curl_multi_remove_handle(multi, h);
+      curl_slist_free_all(call->headers);
+      spare.push_back(h);
+      cancel(call);
+    }
+    running.clear();
+    for (auto& [due, call] : retries) cancel(call);
+    retries.clear();
+    std::vector<std::unique_ptr<Call>> left;
+    {
+      std::lock_guard lock(mutex);
+      left.swap(incoming);
+    }
+    for (auto& call : left) cancel(call);
+  }
+
+  void run() {
+    std::vector<std::unique_ptr<Call>> taken;
+    for (;;) {
+      {
+        std::lock_guard lock(mutex);
+        if (cancel_now) break;
+        taken.swap(incoming);
+      }
+      for (auto& call : taken) launch(std::move(call));
+      taken.clear();
+      const auto now = Clock::now();
+      while (!retries.empty() && retries.begin()->first <= now) {
+        auto call = std::move(retries.begin()->second);
+        retries.erase(retries.begin());
+        launch(std::move(call));
+      }
+      int still = 0;
+      curl_multi_perform(multi, &still);
+      int left = 0;
+      while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+        if (m->msg != CURLMSG_DONE) continue;
+        CURL* h = m->easy_handle;
+        const CURLcode rc = m->data.result;
+        land(h, rc);  // m is invalid from here on
+      }
+      long wait_ms = -1;
+      curl_multi_timeout(multi, &wait_ms);
+      if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
+      if (!retries.empty()) {
+        const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
+            retries.begin()->first - Clock::now());
+        wait_ms = std::clamp<long>(static_cast<long>(until.count()) + 1, 0, wait_ms);
+      }
+      if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
+    }
+    cancel_all();
+  }
+
+  template <class T>
+  void send(const CallbackInfo& cb, const char* method, std::string path, const std::string* body,
+            std::vector<long> ok, Done<T> done) {
+    auto call = std::make_unique<Call>();
+    std::string base = cb.url;
+    while (!base.empty() && base.back() == '/') base.pop_back();
+    if (base.empty()) throw std::invalid_argument("callback engine: empty callback url");
+    call->url = base + path;
+    call->token = cb.token;
+    call->method = method;
+    call->step = std::string(method) + " " + path;
+    if (body) {
+      call->body = *body;
+      call->has_body = true;
+    }
+    call->ok = std::move(ok);
+    call->done = [done = std::move(done), step = call->step](Response* r,
+                                                             std::exception_ptr error) {
+      CallOutcome<T> o;
+      if (error) {
+        o.error = std::move(error);
+      } else {
+        auto d = decode_body<T>(r->body);
+        if (d)
+          o.value = std::move(*d.value);
+        else
+          o.error = std::make_exception_ptr(
+              CallbackError(CallbackErrorKind::protocol, r->status,
+                            step + ": malformed answer: " + d.error.what()));
+      }
+      done(std::move(o));
+    };
+    submit(std::move(call));
+  }
+};
+
+CallbackEngine::CallbackEngine(ClientOptions options, long max_host_connections)
+    : impl_(std::make_unique<Impl>(std::move(options), max_host_connections)) {}
+CallbackEngine::~CallbackEngine() = default;
+
+void CallbackEngine::stop(std::chrono::milliseconds grace) {
+  impl_->stop(grace);
+}
+std::size_t CallbackEngine::in_flight() const {
+  return impl_->in_flight;
+}
+std::uint64_t CallbackEngine::requests_sent() const {
+  return impl_->requests;
+}
+
+void CallbackEngine::list_results(const CallbackInfo& cb, std::string_view app_id,
+                                  std::string_view slide_id, Done<std::vector<StoredResult>> done) {
+  impl_->send(cb, "GET",
+              "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id),
+              nullptr, {200}, std::move(done));
+}
+
+void CallbackEngine::image_info(const CallbackInfo& cb, std::string_view slide_id,
+                                Done<ImageInfo> done) {
+  impl_->send(cb, "GET", "/slides/" + url_encode(slide_id) + "/info", nullptr, {200},
+              std::move(done));
+}
+
+void CallbackEngine::create_result(const CallbackInfo& cb, std::string_view app_id,
+                                   const Result& result, Done<StoredResult> done) {
+  const std::string body = boost::json::serialize(to_json(result));
+  impl_->send(cb, "POST", "/applications/" + url_encode(app_id) + "/results", &body, {201, 200},
+              std::move(done));
+}
+
+void CallbackEngine::update_result(const CallbackInfo& cb, std::string_view app_id,
+                                   const StoredResult& result, Done<StoredResult> done) {
+  const std::string body = boost::json::serialize(to_json(result));
+  impl_->send(cb, "PUT",
+              "/applications/" + url_encode(app_id) + "/results/" + std::to_string(result.id),
+              &body, {200, 201}, std::move(done));
 }
 
 }  // namespace iaserve::iaapi

@@ -14,6 +14,7 @@
 //   "PUT /applications/tissue/results/12: 409 Conflict: stale versionId".
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <memory>
@@ -152,6 +153,54 @@ class CallbackClient {
                                                     const ProgressFn& progress = {});
 
   // The number of HTTP requests sent (retries included); for tests and logs.
+  std::uint64_t requests_sent() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The outcome of an asynchronous call: the value, or the error (a
+// CallbackError) that ended it.
+template <class T>
+struct CallOutcome {
+  std::optional<T> value;
+  std::exception_ptr error;
+};
+
+// Callbacks without a thread per request, for a server answering many
+// invocations at once: one thread drives every transfer over one curl multi
+// handle (connections kept alive, at most max_host_connections to one host
+// at once; more wait in curl, their timeouts running) and runs each call's
+// completion on that thread, so completions must be quick and must not
+// block. Same headers, timeouts, TLS, retries (on a timer, no thread asleep)
+// and error texts as CallbackClient. Thread-safe: any thread may start calls.
+class CallbackEngine {
+ public:
+  template <class T>
+  using Done = std::function<void(CallOutcome<T>)>;
+
+  explicit CallbackEngine(ClientOptions options = {}, long max_host_connections = 16);
+  ~CallbackEngine();  // stop(0)
+  CallbackEngine(const CallbackEngine&) = delete;
+  CallbackEngine& operator=(const CallbackEngine&) = delete;
+
+  // Takes no new calls (they complete at once, cancelled), lets those in
+  // flight finish for up to `grace`, cancels the rest and ends the thread.
+  void stop(std::chrono::milliseconds grace);
+
+  // As CallbackClient's calls of the same names.
+  void list_results(const CallbackInfo& cb, std::string_view app_id, std::string_view slide_id,
+                    Done<std::vector<StoredResult>> done);
+  void image_info(const CallbackInfo& cb, std::string_view slide_id, Done<ImageInfo> done);
+  void create_result(const CallbackInfo& cb, std::string_view app_id, const Result& result,
+                     Done<StoredResult> done);
+  void update_result(const CallbackInfo& cb, std::string_view app_id, const StoredResult& result,
+                     Done<StoredResult> done);
+
+  // Calls started and not yet completed.
+  std::size_t in_flight() const;
+  // HTTP requests sent (retries included); for tests and logs.
   std::uint64_t requests_sent() const;
 
  private:

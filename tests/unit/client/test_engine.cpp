@@ -1,0 +1,252 @@
+// The callback engine (many calls on one thread) against a real HTTP server
+// on loopback: its four routes, keep-alive within the per-host limit, retries
+// on a timer, error kinds and texts as the blocking client's, and stopping.
+#include "iaapi/client.hpp"
+#include "iaapi/result_builder.hpp"
+#include "tests/unit/client/test_server.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <catch2/catch.hpp>
+
+#include <future>
+
+using namespace iaserve::iaapi;
+using iaserve::test::Received;
+using iaserve::test::Reply;
+using iaserve::test::TestServer;
+using namespace std::chrono_literals;
+
+namespace {
+
+const std::string kToken = "engine-token-0123456789";
+
+ClientOptions fast() {
+  ClientOptions o;
+  o.connect_timeout = 2s;
+  o.total_timeout = 10s;
+  o.max_attempts = 3;
+  o.backoff_initial = 5ms;
+  o.backoff_max = 20ms;
+  return o;
+}
+
+CallbackInfo info_for(const TestServer& s) {
+  return {s.url() + "/api/v1/", kToken};
+}
+
+// Starts one call and waits (bounded) for its outcome.
+template <class T, class Start>
+CallOutcome<T> await(Start start) {
+  auto promise = std::make_shared<std::promise<CallOutcome<T>>>();
+  auto future = promise->get_future();
+  start([promise](CallOutcome<T> o) { promise->set_value(std::move(o)); });
+  REQUIRE(future.wait_for(20s) == std::future_status::ready);
+  return future.get();
+}
+
+CallbackError error_of(const std::exception_ptr& e) {
+  REQUIRE(e);
+  try {
+    std::rethrow_exception(e);
+  } catch (const CallbackError& ce) {
+    return ce;
+  }
+}
+
+Result frame(const std::string& slide) {
+  return progress_result(slide, 1000, 800, "analysis queued", 0, "0.1.0");
+}
+
+StoredResult stored(const Result& r, std::int64_t id, std::string version) {
+  StoredResult s;
+  static_cast<Result&>(s) = r;
+  s.id = id;
+  s.version_id = std::move(version);
+  return s;
+}
+
+std::string json_text(const boost::json::value& v) {
+  return boost::json::serialize(v);
+}
+
+}  // namespace
+
+TEST_CASE("engine: its routes send the client's method, path, headers and bodies", "[engine]") {
+  const Result r = frame("s 1");
+  ImageInfo info;
+  info.id = "s 1";
+  info.image_size = {2220, 2967};
+  info.tile_size = {240, 240};
+  const std::map<std::string, Reply> routes = {
+      {"GET /api/v1/applications/tissue/results/slide/s%201",
+       Reply::json(200, json_text(to_json(std::vector<StoredResult>{stored(r, 7, "v1")})))},
+      {"GET /api/v1/slides/s%201/info", Reply::json(200, json_text(to_json(info)))},
+      {"POST /api/v1/applications/tissue/results",
+       Reply::json(201, json_text(to_json(stored(r, 8, "v1"))))},
+      {"PUT /api/v1/applications/tissue/results/7",
+       Reply::json(200, json_text(to_json(stored(r, 7, "v2"))))},
+  };
+  TestServer server([&](const Received& q, std::size_t) {
+    auto it = routes.find(q.method + " " + q.target);
+    return it != routes.end() ? it->second : Reply::json(404, R"({"error":"no such route"})");
+  });
+  CallbackEngine engine(fast(), 4);
+  const auto cb = info_for(server);
+
+  auto list = await<std::vector<StoredResult>>(
+      [&](auto done) { engine.list_results(cb, "tissue", "s 1", done); });
+  REQUIRE(list.value);
+  REQUIRE(list.value->size() == 1);
+  CHECK(list.value->at(0).version_id == "v1");
+  auto size = await<ImageInfo>([&](auto done) { engine.image_info(cb, "s 1", done); });
+  REQUIRE(size.value);
+  CHECK(size.value->image_size == Size{2220, 2967});
+  auto created =
+      await<StoredResult>([&](auto done) { engine.create_result(cb, "tissue", r, done); });
+  REQUIRE(created.value);
+  CHECK(created.value->id == 8);
+  auto updated = await<StoredResult>(
+      [&](auto done) { engine.update_result(cb, "tissue", *list.value->begin(), done); });
+  REQUIRE(updated.value);
+  CHECK(updated.value->version_id == "v2");
+
+  const auto got = server.requests();
+  REQUIRE(got.size() == 4);
+  for (auto& q : got) {
+    INFO(q.method << " " << q.target);
+    CHECK(routes.count(q.method + " " + q.target) == 1);
+    CHECK(q.header("authorization") == "Bearer " + kToken);
+    CHECK(q.header("x-sectra-apiversion") == "1.10");
+    CHECK(q.header("accept") == "application/json");
+    if (q.method != "GET") CHECK(q.header("content-type") == "application/json");
+  }
+  CHECK(boost::json::parse(got[2].body).at("slideId") == "s 1");
+  CHECK(boost::json::parse(got[3].body).at("versionId") == "v1");
+  CHECK(server.connection_count() == 1);  // kept alive
+  CHECK(engine.requests_sent() == 4);
+  CHECK(engine.in_flight() == 0);
+}
+
+TEST_CASE("engine: many calls at once share at most max_host_connections connections", "[engine]") {
+  TestServer server([](const Received&, std::size_t) {
+    Reply r = Reply::json(200, "[]");
+    r.delay = 30ms;
+    return r;
+  });
+  CallbackEngine engine(fast(), 3);
+  const auto cb = info_for(server);
+  constexpr int kCalls = 24;
+  std::vector<std::future<CallOutcome<std::vector<StoredResult>>>> futures;
+  for (int i = 0; i < kCalls; ++i) {
+    auto p = std::make_shared<std::promise<CallOutcome<std::vector<StoredResult>>>>();
+    futures.push_back(p->get_future());
+    engine.list_results(cb, "tissue", "s" + std::to_string(i),
+                        [p](auto o) { p->set_value(std::move(o)); });
+  }
+  for (auto& f : futures) {
+    REQUIRE(f.wait_for(20s) == std::future_status::ready);
+    auto o = f.get();
+    CHECK(o.value);
+    CHECK(!o.error);
+  }
+  CHECK(server.request_count() == kCalls);
+  CHECK(server.connection_count() >= 1);
+  CHECK(server.connection_count() <= 3);
+}
+
+TEST_CASE("engine: retries on a timer; errors have the blocking client's kinds and texts",
+          "[engine][errors]") {
+  SECTION("503 twice, then the answer") {
+    TestServer server([](const Received&, std::size_t i) {
+      return i < 2 ? Reply::json(503, R"({"error":"busy"})") : Reply::json(200, "[]");
+    });
+    CallbackEngine engine(fast());
+    auto o = await<std::vector<StoredResult>>(
+        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    CHECK(o.value);
+    CHECK(server.request_count() == 3);
+  }
+  SECTION("409 on PUT: conflict, never retried") {
+    TestServer server([](const Received&, std::size_t) {
+      return Reply::json(409, R"({"error":"stale versionId"})");
+    });
+    CallbackEngine engine(fast());
+    auto o = await<StoredResult>([&](auto done) {
+      engine.update_result(info_for(server), "tissue", stored(frame("s1"), 12, "v1"), done);
+    });
+    CHECK(!o.value);
+    auto e = error_of(o.error);
+    CHECK(e.kind() == CallbackErrorKind::conflict);
+    CHECK(e.status() == 409);
+    CHECK(std::string(e.what()) ==
+          "PUT /applications/tissue/results/12: 409 Conflict: stale versionId");
+    CHECK(server.request_count() == 1);
+  }
+  SECTION("POST is not retried after a 500 (DPAT may have stored it)") {
+    TestServer server(
+        [](const Received&, std::size_t) { return Reply::json(500, R"({"error":"boom"})"); });
+    CallbackEngine engine(fast());
+    auto o = await<StoredResult>(
+        [&](auto done) { engine.create_result(info_for(server), "tissue", frame("s1"), done); });
+    auto e = error_of(o.error);
+    CHECK(e.kind() == CallbackErrorKind::server);
+    CHECK(std::string(e.what()) ==
+          "POST /applications/tissue/results: 500 Internal Server Error: boom");
+    CHECK(server.request_count() == 1);
+  }
+  SECTION("an answer that is not the promised JSON: protocol") {
+    TestServer server(
+        [](const Received&, std::size_t) { return Reply::json(200, R"({"not":"a list"})"); });
+    CallbackEngine engine(fast());
+    auto o = await<std::vector<StoredResult>>(
+        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto e = error_of(o.error);
+    CHECK(e.kind() == CallbackErrorKind::protocol);
+    CHECK_THAT(e.what(), Catch::Matchers::StartsWith(
+                             "GET /applications/tissue/results/slide/s1: malformed answer: "));
+  }
+  SECTION("nobody listening: transport, after the retries") {
+    int port = 0;
+    {
+      TestServer gone([](const Received&, std::size_t) { return Reply::json(200, "[]"); });
+      port = gone.port();
+    }
+    CallbackEngine engine(fast());
+    auto o = await<std::vector<StoredResult>>([&](auto done) {
+      engine.list_results({"http://127.0.0.1:" + std::to_string(port), kToken}, "tissue", "s1",
+                          done);
+    });
+    auto e = error_of(o.error);
+    CHECK(e.kind() == CallbackErrorKind::transport);
+    CHECK_THAT(e.what(), Catch::Matchers::EndsWith("(after 3 attempts)"));
+    CHECK(engine.requests_sent() == 3);
+  }
+}
+
+TEST_CASE("engine: stop lets calls finish within the grace, then cancels the rest",
+          "[engine][stop]") {
+  TestServer server([](const Received& q, std::size_t) {
+    Reply r = Reply::json(200, "[]");
+    if (q.target.find("hang") != std::string::npos) r.hang = true;
+    return r;
+  });
+  CallbackEngine engine(fast(), 4);
+  const auto cb = info_for(server);
+  auto hung = std::make_shared<std::promise<CallOutcome<std::vector<StoredResult>>>>();
+  auto hung_future = hung->get_future();
+  engine.list_results(cb, "tissue", "hang", [hung](auto o) { hung->set_value(std::move(o)); });
+  auto quick = await<std::vector<StoredResult>>(
+      [&](auto done) { engine.list_results(cb, "tissue", "s1", done); });
+  CHECK(quick.value);
+  CHECK(engine.in_flight() == 1);
+  engine.stop(200ms);
+  REQUIRE(hung_future.wait_for(5s) == std::future_status::ready);
+  auto e = error_of(hung_future.get().error);
+  CHECK(e.kind() == CallbackErrorKind::cancelled);
+  CHECK(engine.in_flight() == 0);
+  // After stop a call completes at once, cancelled, on the caller's thread.
+  auto late = await<std::vector<StoredResult>>(
+      [&](auto done) { engine.list_results(cb, "tissue", "s2", done); });
+  CHECK(error_of(late.error).kind() == CallbackErrorKind::cancelled);
+}
