@@ -369,7 +369,7 @@ Config from_table(const toml::table& root) {
     auto& s = c.server;
     check_keys(*t, p,
                {"listen", "io_threads", "body_limit", "read_timeout", "idle_timeout", "tls_cert", "tls_key",
-                "trusted_proxy", "callback_pool_threads", "max_pending_callbacks", "json_max_depth",
+                "trusted_proxy", "callback_pool_threads", "max_pending_callbacks", "callback_connections", "json_max_depth",
                 "status_page"});
     read_string(*t, "listen", p, s.listen);
     read_uint(*t, "io_threads", p, s.io_threads, 1, 256);
@@ -388,6 +388,7 @@ Config from_table(const toml::table& root) {
     }
     read_uint(*t, "callback_pool_threads", p, s.callback_pool_threads, 1, 1024);
     read_uint(*t, "max_pending_callbacks", p, s.max_pending_callbacks, 1, 1u << 20);
+    read_uint(*t, "callback_connections", p, s.callback_connections, 1, 4096);
     read_uint(*t, "json_max_depth", p, s.json_max_depth, 4, 1024);
     read_bool(*t, "status_page", p, s.status_page);
   }
@@ -717,6 +718,7 @@ std::string describe(const Config& c) {
                 {"tls_key", c.server.tls_key.string()},
                 {"callback_pool_threads", static_cast<std::int64_t>(c.server.callback_pool_threads)},
                 {"max_pending_callbacks", static_cast<std::int64_t>(c.server.max_pending_callbacks)},
+                {"callback_connections", static_cast<std::int64_t>(c.server.callback_connections)},
                 {"json_max_depth", static_cast<std::int64_t>(c.server.json_max_depth)},
                 {"status_page", c.server.status_page}};
   s.insert("trusted_proxy", to_array(c.server.trusted_proxy));

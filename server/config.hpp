@@ -48,8 +48,9 @@ struct ServerConfig {
   // Peers (IP addresses, "*" = any) whose X-Forwarded-Host/-Proto are used
   // for the registration url. Empty = never.
   std::vector<std::string> trusted_proxy;
-  unsigned callback_pool_threads = 16;        // threads calling DPAT back for create/modify
-  unsigned max_pending_callbacks = 256;       // waiting on that pool; past it 503
+  unsigned callback_pool_threads = 16;   // threads for the durable enqueue and modify's blocking callback
+  unsigned max_pending_callbacks = 256;  // requests waiting for them or for DPAT beyond their number; past it 503
+  unsigned callback_connections = 64;    // most connections to one DPAT host at once (creates' callbacks)
   unsigned json_max_depth = 64;               // deeper request bodies get 400
   // GET /status: a page of the queue, the processes and recent jobs with
   // their pictures (and /status.json behind it). Off = 404 there.

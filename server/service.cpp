@@ -186,6 +186,15 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   std::string queue_error;
   Clock::time_point queue_retry{};
 
+  // Creates between their dispatch and their answer; at most
+  // callback_pool_threads + max_pending_callbacks (past that 503), so a
+  // slow DPAT cannot grow them without bound.
+  std::atomic<unsigned> creates_open{0};
+  // The create's callbacks: all on one thread, none holding a pool thread
+  // while DPAT answers. Last member: stopped (its completions ended) before
+  // anything they use is destroyed.
+  iaapi::CallbackEngine engine{client_opts, static_cast<long>(config.server.callback_connections)};
+
   explicit Impl(Config c)
       : config(std::move(c)),
         client_opts(client_options(config)),
@@ -414,6 +423,9 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       extra += "# HELP iaserve_callback_pool_queued Requests waiting for a callback thread.\n"
                "# TYPE iaserve_callback_pool_queued gauge\n";
       extra += "iaserve_callback_pool_queued " + std::to_string(pool.queued()) + "\n";
+      extra += "# HELP iaserve_creates_open Creates taken and not answered yet (waiting for the queue or DPAT).\n"
+               "# TYPE iaserve_creates_open gauge\n";
+      extra += "iaserve_creates_open " + std::to_string(creates_open.load()) + "\n";
       call->answer(http::Response::text(200, "text/plain; version=0.0.4", metrics.render(extra)));
     });
   }
@@ -572,7 +584,12 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
     auto shared = std::make_shared<iaapi::Invocation>(std::move(inv));
     switch (shared->action) {
-      case iaapi::Action::create: on_pool(call, [this, call, &app, shared] { create(call, app, *shared); }); break;
+      case iaapi::Action::create: {
+        auto slot = open_create(call);
+        if (!slot) return;  // answered 503
+        on_pool(call, [this, call, &app, shared, slot] { create(call, app, shared, slot); });
+        break;
+      }
       case iaapi::Action::modify: on_pool(call, [this, call, &app, shared] { modify(call, app, *shared); }); break;
       case iaapi::Action::delete_:
         on_pool(call, [this, call, &app, shared] { cancel(call, app, *shared, json::object{}); });
@@ -621,91 +638,173 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     call->answer(json_answer(502, o));
   }
 
-  void create(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
-    const iaapi::CallbackInfo cb = inv.callback;
-    const std::string slide = inv.slide_id;
-    const std::string app_id = app.application_id;
-    auto opts = client_opts;
-    const std::string size_key = cb.url + '\n' + slide;
-    std::optional<SlideSizes::Size> size = slide_sizes.find(size_key);
+  // A create's place among the open ones, given back when the last of its
+  // continuations is done; nullptr (answered 503) when all are taken.
+  using CreateSlot = std::shared_ptr<const void>;
+  CreateSlot open_create(const CallPtr& call) {
+    const unsigned limit =
+        config.server.callback_pool_threads + config.server.max_pending_callbacks;
+    if (creates_open.fetch_add(1) >= limit) {
+      --creates_open;
+      call->answer(error_answer(
+          503, "server busy: too many requests waiting for DPAT (max_pending_callbacks " +
+                   std::to_string(config.server.max_pending_callbacks) + ")"));
+      return nullptr;
+    }
+    return CreateSlot(static_cast<const void*>(this), [this](const void*) { --creates_open; });
+  }
+
+  // One create on its way: the durable enqueue (a pool thread) and the
+  // callbacks it does not wait for (the engine's thread) meet here; the one
+  // that arrives last stores the frame.
+  struct CreateState {
+    CallPtr call;
+    const AppConfig* app = nullptr;
+    std::shared_ptr<const iaapi::Invocation> inv;
+    CreateSlot slot;
+    std::string size_key;
+    std::optional<SlideSizes::Size> size;
+    std::mutex mutex;
+    int waiting = 0;
+    bool enqueued = false;
+    iaapi::CallOutcome<std::vector<iaapi::StoredResult>> list;
+    iaapi::CallOutcome<iaapi::ImageInfo> info;
+  };
+  using CreatePtr = std::shared_ptr<CreateState>;
+
+  void create(const CallPtr& call, const AppConfig& app,
+              std::shared_ptr<const iaapi::Invocation> inv, CreateSlot slot) {
+    auto st = std::make_shared<CreateState>();
+    st->call = call;
+    st->app = &app;
+    st->inv = std::move(inv);
+    st->slot = std::move(slot);
+    const iaapi::CallbackInfo& cb = st->inv->callback;
+    const std::string& slide = st->inv->slide_id;
+    st->size_key = cb.url + '\n' + slide;
+    st->size = slide_sizes.find(st->size_key);
 
     JobPayload payload;
     payload.kind = JobKind::create;
     payload.application_id = app.application_id;
     payload.slide_id = slide;
     payload.received_at = utc_now_iso();
-    payload.invocation = inv;
+    payload.invocation = *st->inv;
     // The slide size (when not known yet) and this app's results on the
     // slide depend neither on each other nor on the queue: both requests go
-    // out before the job is written and their answers are taken after, so
-    // DPAT answers while the queue syncs its files. All on this thread, with
-    // no hand-off; the client then stores the frame on a kept connection.
-    iaapi::CallbackClient& client = thread_client(cb, opts);
-    if (!size) client.start_image_info(slide);
-    client.start_list_results(app_id, slide);
-    auto t_enqueue = Clock::now();
-    if (!enqueue(call, app, payload)) return;  // the started requests are dropped with the next call
-    auto t_enqueued = Clock::now();
-    std::vector<iaapi::StoredResult> existing;
-    std::exception_ptr list_error;
-    try {
-      existing = client.finish_list_results();
-    } catch (...) {
-      list_error = std::current_exception();
-    }
+    // out before the job is written, so DPAT answers while the queue syncs
+    // its files.
+    st->waiting = st->size ? 2 : 3;
+    if (!st->size)
+      engine.image_info(cb, slide, [this, st](iaapi::CallOutcome<iaapi::ImageInfo> o) {
+        st->info = std::move(o);
+        arrived(st);
+      });
+    engine.list_results(cb, app.application_id, slide,
+                        [this, st](iaapi::CallOutcome<std::vector<iaapi::StoredResult>> o) {
+                          st->list = std::move(o);
+                          arrived(st);
+                        });
+    st->enqueued = enqueue(call, app, payload);  // answers 503 itself when it fails
+    arrived(st);
+  }
 
-    const std::string enc = iaapi::url_encode(slide);
-    if (!size) {
-      try {
-        auto info = client.finish_image_info();
-        size = SlideSizes::Size{info.image_size.width, info.image_size.height};
-      } catch (const iaapi::CallbackError& e) {
-        callback_failed(call, e, step_text("GET", "/slides/" + enc + "/info"));
-        return;
-      }
-      if (size->width > 0 && size->height > 0) slide_sizes.insert(size_key, *size);
+  void arrived(const CreatePtr& st) {
+    {
+      std::lock_guard lock(st->mutex);
+      if (--st->waiting > 0) return;
     }
+    guarded(st->call, [&] { store_frame(st); });
+  }
+
+  // Answers 502 naming the step when the call failed; false then.
+  template <class T>
+  bool succeeded(const CallPtr& call, const iaapi::CallOutcome<T>& o, const std::string& step) {
+    if (!o.error) return true;
     try {
-      if (list_error) std::rethrow_exception(list_error);
-    } catch (const iaapi::CallbackError& e) {
-      callback_failed(call, e, step_text("GET", "/applications/" + iaapi::url_encode(app_id) + "/results/slide/" + enc));
-      return;
-    }
-    auto t_answers = Clock::now();
-    iaapi::Result frame =
-        iaapi::progress_result(slide, size->width, size->height, "analysis queued", 0, kSoftwareVersion);
-    frame.data.context = inv.context;
-    std::string step;
-    try {
-      iaapi::StoredResult stored;
-      if (!existing.empty()) {
-        const auto& newest = *std::max_element(existing.begin(), existing.end(),
-                                               [](const auto& a, const auto& b) { return a.id < b.id; });
-        iaapi::StoredResult update;
-        static_cast<iaapi::Result&>(update) = frame;
-        update.id = newest.id;
-        update.version_id = newest.version_id;
-        step = step_text("PUT", "/applications/" + iaapi::url_encode(app_id) + "/results/" + std::to_string(newest.id));
-        try {
-          stored = client.update_result(app_id, update);
-        } catch (const iaapi::CallbackError& e) {
-          if (e.kind() != iaapi::CallbackErrorKind::conflict) throw;
-          // Someone (a worker) updated it meanwhile: the client re-lists.
-          step = "upsert " + step;
-          stored = client.upsert_result(app_id, slide, frame);
-        }
-      } else {
-        step = step_text("POST", "/applications/" + iaapi::url_encode(app_id) + "/results");
-        stored = client.create_result(app_id, frame);
-      }
-      auto t_stored = Clock::now();
-      auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
-      log->debug("create slide={}: enqueue {:.1f}ms, info+list {:.1f}ms more, store {:.1f}ms", slide,
-                 ms(t_enqueue, t_enqueued), ms(t_enqueued, t_answers), ms(t_answers, t_stored));
-      call->answer(json_answer(200, iaapi::to_json(stored)));
+      std::rethrow_exception(o.error);
     } catch (const iaapi::CallbackError& e) {
       callback_failed(call, e, step);
     }
+    return false;
+  }
+
+  // The "analysis queued" frame over this app's newest result on the slide
+  // (PUT with its versionId), else a new one (POST); the answer is DPAT's.
+  void store_frame(const CreatePtr& st) {
+    if (!st->enqueued) return;  // answered 503: no frame for a job not queued
+    const CallPtr& call = st->call;
+    const iaapi::Invocation& inv = *st->inv;
+    const std::string& app_id = st->app->application_id;
+    const std::string enc = iaapi::url_encode(inv.slide_id);
+    if (!st->size) {
+      if (!succeeded(call, st->info, step_text("GET", "/slides/" + enc + "/info"))) return;
+      st->size =
+          SlideSizes::Size{st->info.value->image_size.width, st->info.value->image_size.height};
+      if (st->size->width > 0 && st->size->height > 0) slide_sizes.insert(st->size_key, *st->size);
+    }
+    if (!succeeded(call, st->list,
+                   step_text("GET", "/applications/" + iaapi::url_encode(app_id) +
+                                        "/results/slide/" + enc)))
+      return;
+    iaapi::Result frame = iaapi::progress_result(inv.slide_id, st->size->width, st->size->height,
+                                                 "analysis queued", 0, kSoftwareVersion);
+    frame.data.context = inv.context;
+    const auto& existing = *st->list.value;
+    if (existing.empty()) {
+      std::string step =
+          step_text("POST", "/applications/" + iaapi::url_encode(app_id) + "/results");
+      engine.create_result(inv.callback, app_id, frame,
+                           [this, st, step](iaapi::CallOutcome<iaapi::StoredResult> o) {
+                             guarded(st->call, [&] {
+                               if (succeeded(st->call, o, step))
+                                 st->call->answer(json_answer(200, iaapi::to_json(*o.value)));
+                             });
+                           });
+      return;
+    }
+    const auto& newest = *std::max_element(
+        existing.begin(), existing.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+    iaapi::StoredResult update;
+    static_cast<iaapi::Result&>(update) = frame;
+    update.id = newest.id;
+    update.version_id = newest.version_id;
+    std::string step = step_text("PUT", "/applications/" + iaapi::url_encode(app_id) + "/results/" +
+                                            std::to_string(newest.id));
+    engine.update_result(
+        inv.callback, app_id, update,
+        [this, st, step,
+         frame = std::move(frame)](iaapi::CallOutcome<iaapi::StoredResult> o) mutable {
+          guarded(st->call, [&] { stored_or_upsert(st, step, std::move(frame), o); });
+        });
+  }
+
+  // The PUT's outcome: the answer, a 502, or (409: someone, a worker,
+  // updated the result meanwhile) a fresh list and upsert, blocking, on the
+  // pool (rare).
+  void stored_or_upsert(const CreatePtr& st, const std::string& step, iaapi::Result frame,
+                        const iaapi::CallOutcome<iaapi::StoredResult>& o) {
+    if (o.value) {
+      st->call->answer(json_answer(200, iaapi::to_json(*o.value)));
+      return;
+    }
+    try {
+      std::rethrow_exception(o.error);
+    } catch (const iaapi::CallbackError& e) {
+      if (e.kind() != iaapi::CallbackErrorKind::conflict) {
+        callback_failed(st->call, e, step);
+        return;
+      }
+    }
+    on_pool(st->call, [this, st, step, frame = std::move(frame)] {
+      try {
+        auto stored = thread_client(st->inv->callback, client_opts)
+                          .upsert_result(st->app->application_id, st->inv->slide_id, frame);
+        st->call->answer(json_answer(200, iaapi::to_json(stored)));
+      } catch (const iaapi::CallbackError& e) {
+        callback_failed(st->call, e, "upsert " + step);
+      }
+    });
   }
 
   void modify(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
@@ -805,6 +904,8 @@ Service::~Service() { stop(); }
 
 void Service::stop() {
   impl_->pool.stop();
+  // Creates still waiting for DPAT get their answers (or a 502, cancelled).
+  impl_->engine.stop(std::chrono::seconds(5));
   impl_->monitor_pool.stop();
 }
 

@@ -43,7 +43,7 @@ void walk_results(const json::value& v, const std::string& app_id, const std::st
 
 }  // namespace
 
-Sim::Sim(int slides, int latency_ms) {
+Sim::Sim(int slides, int latency_ms, std::vector<std::string> extra_args) {
   fs::path folder = dir_ / "slides";
   fs::create_directories(folder);
   fs::path master = dir_ / "master.svs";
@@ -61,6 +61,7 @@ Sim::Sim(int slides, int latency_ms) {
     argv.push_back("--latency-ms");
     argv.push_back(std::to_string(latency_ms));
   }
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   proc_ = std::make_unique<Process>(argv, std::map<std::string, std::string>{{"IASERVE_LOG", "warn"}});
   url_ = proc_->listening_url();
   auto scheme_end = url_.find("://");

@@ -18,7 +18,8 @@ inline constexpr const char* kToken = "test-token-0123456789abcdef";
 // under `slides` names s000, s001, ...).
 class Sim {
  public:
-  explicit Sim(int slides = 1, int latency_ms = 0);
+  // extra_args go to `dpatsim serve` (faults: --fail-rate, --fault-routes...).
+  explicit Sim(int slides = 1, int latency_ms = 0, std::vector<std::string> extra_args = {});
   const std::string& url() const { return url_; }    // the callback base URL
   const std::string& root() const { return root_; }  // scheme://host:port
   const std::vector<std::string>& slide_ids() const { return ids_; }

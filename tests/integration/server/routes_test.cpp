@@ -241,6 +241,35 @@ TEST_CASE("create against a failing callback answers 502 and keeps the job", "[s
   CHECK(serve.process().stderr_text().find("wrong-token") == std::string::npos);
 }
 
+TEST_CASE("create over a result that keeps changing: the PUT's 409 lists again, then 502 naming the upsert",
+          "[server][integration]") {
+  // Every PUT answers 409 (as when a worker updates the result between the
+  // list and the PUT): the create lists again and retries, then gives up.
+  Sim sim(1, 0, {"--fail-rate", "1", "--fail-status", "409", "--fault-routes", "^PUT "});
+  Serve serve(two_app_config());
+  const std::string slide = sim.slide_ids().at(0);
+  auto first = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", slide, sim.url())));
+  REQUIRE(first.status == 200);  // a POST: no fault
+  const auto id = parse(first).at("id").as_int64();
+  auto again = http_post_json(serve.url() + "/apps/tissue", body(invocation("create", "tissue", slide, sim.url())));
+  REQUIRE(again.status == 502);
+  auto e = parse(again).as_object();
+  CHECK(e.at("status") == 409);
+  CHECK(e.at("kind") == "conflict");
+  CHECK(std::string(e.at("step").as_string()) == "upsert PUT /applications/tissue/results/" + std::to_string(id));
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), slide) == 1);  // the second joined the first
+  // The create's own PUT, then the upsert's three rounds of list and PUT.
+  auto calls = parse(http_get(sim.root() + "/_sim/calls"));
+  int puts = 0, lists = 0;
+  for (const auto& c : calls.as_array()) {
+    if (c.at("method") == "PUT") ++puts;
+    if (c.at("method") == "GET" && std::string(c.at("path").as_string()).find("/results/slide/") != std::string::npos)
+      ++lists;
+  }
+  CHECK(puts == 4);
+  CHECK(lists == 5);
+}
+
 TEST_CASE("image notifications: accepted ones are queued, filtered ones are not", "[server][integration]") {
   Sim sim;
   Serve serve(two_app_config(), {"--log-level", "debug"});
