@@ -275,7 +275,7 @@ std::string slide_name(int c, int k, int clients, int slides) {
 int main(int argc, char** argv) {
   CLI::App app{"bench_invoke: create invocations per second and latency of iaserve against dpatsim"};
   int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2;
-  unsigned io_threads = 2, pool_threads = 0, sim_io_threads = 2;
+  unsigned io_threads = 2, pool_threads = 0, connections = 0, sim_io_threads = 2;
   std::string log_level = "info";
   bool keep = false;
   std::string queue_dir;
@@ -286,13 +286,13 @@ int main(int argc, char** argv) {
   app.add_option("--slides", slides, "distinct slides the clients create on")->capture_default_str();
   app.add_option("--io-threads", io_threads, "iaserve server.io_threads")->capture_default_str();
   app.add_option("--sim-io-threads", sim_io_threads, "dpatsim --io-threads")->capture_default_str();
-  app.add_option("--pool-threads", pool_threads, "iaserve server.callback_pool_threads (0: = clients)");
+  app.add_option("--pool-threads", pool_threads, "iaserve server.callback_pool_threads (0: its default)");
+  app.add_option("--connections", connections, "iaserve server.callback_connections (0: its default)");
   app.add_option("--log-level", log_level, "iaserve log level (its log goes to a file)")->capture_default_str();
   app.add_option("--queue-dir", queue_dir,
                  "queue folder (default: in the temporary folder; /dev/shm/... takes the disk's fsync out)");
   app.add_flag("--keep", keep, "keep the temporary folder (logs of both programs) and print its path");
   CLI11_PARSE(app, argc, argv);
-  if (pool_threads == 0) pool_threads = static_cast<unsigned>(std::max(clients, 4));
 
   fs::path bindir = fs::read_symlink("/proc/self/exe").parent_path();
   char tmpl[] = "/tmp/bench-invoke-XXXXXX";
@@ -325,7 +325,8 @@ int main(int argc, char** argv) {
     std::string cb = sim.url();
 
     std::ofstream(dir / "iaserve.toml") << "[server]\nlisten = \"127.0.0.1:0\"\nio_threads = " << io_threads
-                                        << "\ncallback_pool_threads = " << pool_threads
+                                        << (pool_threads ? "\ncallback_pool_threads = " + std::to_string(pool_threads) : "")
+                                        << (connections ? "\ncallback_connections = " + std::to_string(connections) : "")
                                         << "\nmax_pending_callbacks = 4096\n[queue]\ndir = \"" << qdir.string()
                                         << "\"\n[data]\ndir = \"" << (dir / "data").string() << "\"\n[log]\nlevel = \""
                                         << log_level << "\"\n[callback]\nretries = 0\n"
@@ -401,8 +402,11 @@ int main(int argc, char** argv) {
                                  std::string("X-Sectra-ApiVersion: ") + iaserve::kApiVersion},
                                 list, store, [&] { floor_start = cpu_now(); });
     const Cpu floor_cpu = cpu_since(floor_start);
-    std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %u pool threads\n",
-                clients, latency, run.seconds, io_threads, pool_threads);
+    auto or_default = [](unsigned v) { return v ? std::to_string(v) : std::string("default"); };
+    std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %s pool threads, "
+                "%s callback connections\n",
+                clients, latency, run.seconds, io_threads, or_default(pool_threads).c_str(),
+                or_default(connections).c_str());
     std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", run.ok, run.failed, qdir.c_str());
     std::printf("creating an empty file there before the run: %.0f us (about 12 us on a quiet ext4 here; far more\n"
                 "  within minutes of mass deletions on ext4 without a journal: then use --queue-dir elsewhere)\n",
