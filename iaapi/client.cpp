@@ -16,6 +16,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <ctime>
 #include <exception>
 #include <condition_variable>
@@ -928,16 +929,19 @@ struct CallbackEngine::Impl {
   // The thread's own.
   std::unordered_map<CURL*, std::unique_ptr<Call>> running;
   std::multimap<Clock::time_point, std::unique_ptr<Call>> retries;
+  // Calls waiting for one of the max_transfers places: they wait here, not
+  // inside curl, so their timeouts start when their requests do.
+  std::deque<std::unique_ptr<Call>> waiting;
+  std::size_t max_transfers = 16;
   std::vector<CURL*> spare;
 
-  Impl(ClientOptions opt, long max_host_connections) : options(std::move(opt)) {
+  Impl(ClientOptions opt, long max_transfers_wanted) : options(std::move(opt)) {
     global_init();
     if (options.max_attempts < 1) options.max_attempts = 1;
     multi = curl_multi_init();
     if (!multi) throw std::runtime_error("callback engine: curl_multi_init failed");
-    if (max_host_connections < 1) max_host_connections = 1;
-    curl_multi_setopt(multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host_connections);
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, std::max(max_host_connections, 16L));
+    max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
     if (!options.verify_tls)
       logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
     thread = std::thread([this] { run(); });
@@ -960,10 +964,13 @@ struct CallbackEngine::Impl {
     if (thread.joinable()) thread.join();
   }
 
+  // A call started from a completion (the next step of a sequence) is still
+  // taken while stop() gives the calls in flight their grace; others not.
   void submit(std::unique_ptr<Call> call) {
     {
       std::lock_guard lock(mutex);
-      if (accepting) {
+      const bool continuation = std::this_thread::get_id() == thread.get_id() && !cancel_now;
+      if (accepting || continuation) {
         ++in_flight;
         incoming.push_back(std::move(call));
       }
@@ -1012,7 +1019,15 @@ struct CallbackEngine::Impl {
         setup_transfer(h, options, call->url, call->token, call->method,
                        call->has_body ? &call->body : nullptr, true, call->ex, call->errbuf);
     ++requests;
-    curl_multi_add_handle(multi, h);
+    if (const CURLMcode mc = curl_multi_add_handle(multi, h); mc != CURLM_OK) {
+      curl_slist_free_all(call->headers);
+      call->headers = nullptr;
+      spare.push_back(h);
+      complete(*call, nullptr,
+               std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
+                                                     call->step + ": " + curl_multi_strerror(mc))));
+      return;
+    }
     running.emplace(h, std::move(call));
   }
 
@@ -1055,6 +1070,9 @@ struct CallbackEngine::Impl {
     running.clear();
     for (auto& [due, call] : retries) cancel(call);
     retries.clear();
+    for (auto& call : waiting) cancel(call);
+    waiting.clear();
+    // Completions run above start no more calls (cancel_now is set).
     std::vector<std::unique_ptr<Call>> left;
     {
       std::lock_guard lock(mutex);
@@ -1064,41 +1082,54 @@ struct CallbackEngine::Impl {
   }
 
   void run() {
-    std::vector<std::unique_ptr<Call>> taken;
     for (;;) {
       {
         std::lock_guard lock(mutex);
         if (cancel_now) break;
-        taken.swap(incoming);
+        for (auto& call : incoming) waiting.push_back(std::move(call));
+        incoming.clear();
       }
-      for (auto& call : taken) launch(std::move(call));
-      taken.clear();
-      const auto now = Clock::now();
-      while (!retries.empty() && retries.begin()->first <= now) {
-        auto call = std::move(retries.begin()->second);
-        retries.erase(retries.begin());
-        launch(std::move(call));
+      try {
+        step();
+      } catch (const std::exception& e) {  // out of memory, most likely: go on
+        logger()->error("callback engine: {}", e.what());
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
-      int still = 0;
-      curl_multi_perform(multi, &still);
-      int left = 0;
-      while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
-        if (m->msg != CURLMSG_DONE) continue;
-        CURL* h = m->easy_handle;
-        const CURLcode rc = m->data.result;
-        land(h, rc);  // m is invalid from here on
-      }
-      long wait_ms = -1;
-      curl_multi_timeout(multi, &wait_ms);
-      if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
-      if (!retries.empty()) {
-        const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
-            retries.begin()->first - Clock::now());
-        wait_ms = std::clamp<long>(static_cast<long>(until.count()) + 1, 0, wait_ms);
-      }
-      if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
     }
     cancel_all();
+  }
+
+  // One turn: start what may start, move the transfers, wait for more.
+  void step() {
+    const auto now = Clock::now();
+    while (!retries.empty() && retries.begin()->first <= now) {
+      waiting.push_back(std::move(retries.begin()->second));
+      retries.erase(retries.begin());
+    }
+    while (!waiting.empty() && running.size() < max_transfers) {
+      auto call = std::move(waiting.front());
+      waiting.pop_front();
+      launch(std::move(call));
+    }
+    int still = 0;
+    curl_multi_perform(multi, &still);
+    int left = 0;
+    while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+      if (m->msg != CURLMSG_DONE) continue;
+      CURL* h = m->easy_handle;
+      const CURLcode rc = m->data.result;
+      land(h, rc);  // m is invalid from here on
+    }
+    if (!waiting.empty() && running.size() < max_transfers) return;  // places freed: start at once
+    long wait_ms = -1;
+    curl_multi_timeout(multi, &wait_ms);
+    if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
+    if (!retries.empty()) {
+      const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
+          retries.begin()->first - Clock::now());
+      wait_ms = std::clamp<long>(static_cast<long>(until.count()) + 1, 0, wait_ms);
+    }
+    if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
   }
 
   template <class T>
@@ -1137,8 +1168,8 @@ struct CallbackEngine::Impl {
   }
 };
 
-CallbackEngine::CallbackEngine(ClientOptions options, long max_host_connections)
-    : impl_(std::make_unique<Impl>(std::move(options), max_host_connections)) {}
+CallbackEngine::CallbackEngine(ClientOptions options, long max_transfers_wanted)
+    : impl_(std::make_unique<Impl>(std::move(options), max_transfers_wanted)) {}
 CallbackEngine::~CallbackEngine() = default;
 
 void CallbackEngine::stop(std::chrono::milliseconds grace) {

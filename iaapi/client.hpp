@@ -170,17 +170,21 @@ struct CallOutcome {
 
 // Callbacks without a thread per request, for a server answering many
 // invocations at once: one thread drives every transfer over one curl multi
-// handle (connections kept alive, at most max_host_connections to one host
-// at once; more wait in curl, their timeouts running) and runs each call's
-// completion on that thread, so completions must be quick and must not
-// block. Same headers, timeouts, TLS, retries (on a timer, no thread asleep)
-// and error texts as CallbackClient. Thread-safe: any thread may start calls.
+// handle (connections kept alive; at most max_transfers requests at once,
+// all hosts together: more wait in line, their timeouts starting when their
+// requests do) and runs each call's completion on that thread, so
+// completions must be quick and must not block. Same headers, timeouts, TLS,
+// retries (on a timer, no thread asleep) and error texts as CallbackClient.
+// Thread-safe: any thread may start calls. A completion may start the next
+// call of a sequence (taken even while stop() gives its grace) but must not
+// stop or destroy the engine; nor may one thread destroy it while another
+// still starts calls.
 class CallbackEngine {
  public:
   template <class T>
   using Done = std::function<void(CallOutcome<T>)>;
 
-  explicit CallbackEngine(ClientOptions options = {}, long max_host_connections = 16);
+  explicit CallbackEngine(ClientOptions options = {}, long max_transfers = 16);
   ~CallbackEngine();  // stop(0)
   CallbackEngine(const CallbackEngine&) = delete;
   CallbackEngine& operator=(const CallbackEngine&) = delete;
@@ -198,7 +202,7 @@ class CallbackEngine {
   void update_result(const CallbackInfo& cb, std::string_view app_id, const StoredResult& result,
                      Done<StoredResult> done);
 
-  // Calls started and not yet completed.
+  // Calls started and not yet completed (a call counts until its completion returned).
   std::size_t in_flight() const;
   // HTTP requests sent (retries included); for tests and logs.
   std::uint64_t requests_sent() const;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "iaapi/client.hpp"
@@ -241,9 +242,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     std::string method, path, route, slide_id, action;
     Clock::time_point start = Clock::now();
     std::atomic<bool> done{false};
+    // A create's place among the open ones, given back with the answer
+    // (its callbacks may still run then, to no one).
+    std::shared_ptr<const void> slot;
 
     void answer(http::Response r) {
       if (done.exchange(true)) return;
+      slot.reset();
       auto ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
       unsigned status = r.status;
       respond(std::move(r));
@@ -585,9 +590,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     auto shared = std::make_shared<iaapi::Invocation>(std::move(inv));
     switch (shared->action) {
       case iaapi::Action::create: {
-        auto slot = open_create(call);
-        if (!slot) return;  // answered 503
-        on_pool(call, [this, call, &app, shared, slot] { create(call, app, shared, slot); });
+        if (!(call->slot = open_create(call))) return;  // answered 503
+        on_pool(call, [this, call, &app, shared] { create(call, app, shared); });
         break;
       }
       case iaapi::Action::modify: on_pool(call, [this, call, &app, shared] { modify(call, app, *shared); }); break;
@@ -638,8 +642,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     call->answer(json_answer(502, o));
   }
 
-  // A create's place among the open ones, given back when the last of its
-  // continuations is done; nullptr (answered 503) when all are taken.
+  // A create's place among the open ones, given back with its answer;
+  // nullptr (answered 503) when all are taken.
   using CreateSlot = std::shared_ptr<const void>;
   CreateSlot open_create(const CallPtr& call) {
     const unsigned limit =
@@ -661,7 +665,6 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     CallPtr call;
     const AppConfig* app = nullptr;
     std::shared_ptr<const iaapi::Invocation> inv;
-    CreateSlot slot;
     std::string size_key;
     std::optional<SlideSizes::Size> size;
     std::mutex mutex;
@@ -673,12 +676,11 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   using CreatePtr = std::shared_ptr<CreateState>;
 
   void create(const CallPtr& call, const AppConfig& app,
-              std::shared_ptr<const iaapi::Invocation> inv, CreateSlot slot) {
+              std::shared_ptr<const iaapi::Invocation> inv) {
     auto st = std::make_shared<CreateState>();
     st->call = call;
     st->app = &app;
     st->inv = std::move(inv);
-    st->slot = std::move(slot);
     const iaapi::CallbackInfo& cb = st->inv->callback;
     const std::string& slide = st->inv->slide_id;
     st->size_key = cb.url + '\n' + slide;
@@ -903,6 +905,10 @@ Service::Service(Config config) : impl_(std::make_shared<Impl>(std::move(config)
 Service::~Service() { stop(); }
 
 void Service::stop() {
+  // Creates taken get their answers first (bounded): their next callback or
+  // the blocking upsert still finds the engine and the pool running.
+  for (int i = 0; i < 500 && impl_->creates_open > 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   impl_->pool.stop();
   // Creates still waiting for DPAT get their answers (or a 502, cancelled).
   impl_->engine.stop(std::chrono::seconds(5));

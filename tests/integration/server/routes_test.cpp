@@ -168,6 +168,8 @@ TEST_CASE("create stores the queued frame, writes the job and answers the stored
   CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_requests_total{route=\"/apps/tissue\",status=\"200\"} 2"));
   CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_queue_jobs{state=\"pending\"} 1"));
   CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_request_duration_seconds_count{route=\"/apps/tissue\"} 2"));
+  // Both creates gave their places back with their answers.
+  CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_creates_open 0\n"));
 
   // The token never reaches the log.
   CHECK(serve.process().stderr_text().find(kToken) == std::string::npos);

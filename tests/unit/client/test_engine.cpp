@@ -9,7 +9,9 @@
 #include <boost/json/serialize.hpp>
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <future>
+#include <thread>
 
 using namespace iaserve::iaapi;
 using iaserve::test::Received;
@@ -70,6 +72,12 @@ std::string json_text(const boost::json::value& v) {
   return boost::json::serialize(v);
 }
 
+// A call counts until its completion has returned: wait (bounded) for n.
+bool in_flight_reaches(const CallbackEngine& engine, std::size_t n) {
+  for (int i = 0; i < 500 && engine.in_flight() != n; ++i) std::this_thread::sleep_for(10ms);
+  return engine.in_flight() == n;
+}
+
 }  // namespace
 
 TEST_CASE("engine: its routes send the client's method, path, headers and bodies", "[engine]") {
@@ -125,10 +133,10 @@ TEST_CASE("engine: its routes send the client's method, path, headers and bodies
   CHECK(boost::json::parse(got[3].body).at("versionId") == "v1");
   CHECK(server.connection_count() == 1);  // kept alive
   CHECK(engine.requests_sent() == 4);
-  CHECK(engine.in_flight() == 0);
+  CHECK(in_flight_reaches(engine, 0));
 }
 
-TEST_CASE("engine: many calls at once share at most max_host_connections connections", "[engine]") {
+TEST_CASE("engine: many calls at once share at most max_transfers connections", "[engine]") {
   TestServer server([](const Received&, std::size_t) {
     Reply r = Reply::json(200, "[]");
     r.delay = 30ms;
@@ -239,14 +247,98 @@ TEST_CASE("engine: stop lets calls finish within the grace, then cancels the res
   auto quick = await<std::vector<StoredResult>>(
       [&](auto done) { engine.list_results(cb, "tissue", "s1", done); });
   CHECK(quick.value);
-  CHECK(engine.in_flight() == 1);
+  CHECK(in_flight_reaches(engine, 1));
   engine.stop(200ms);
   REQUIRE(hung_future.wait_for(5s) == std::future_status::ready);
   auto e = error_of(hung_future.get().error);
   CHECK(e.kind() == CallbackErrorKind::cancelled);
-  CHECK(engine.in_flight() == 0);
+  CHECK(in_flight_reaches(engine, 0));
   // After stop a call completes at once, cancelled, on the caller's thread.
   auto late = await<std::vector<StoredResult>>(
       [&](auto done) { engine.list_results(cb, "tissue", "s2", done); });
   CHECK(error_of(late.error).kind() == CallbackErrorKind::cancelled);
+}
+
+TEST_CASE("engine: stop gives calls in flight their grace, and the next call of a sequence too",
+          "[engine][stop]") {
+  TestServer server([](const Received&, std::size_t) {
+    Reply r = Reply::json(200, "[]");
+    r.delay = 150ms;
+    return r;
+  });
+  CallbackEngine engine(fast(), 4);
+  const auto cb = info_for(server);
+  auto second = std::make_shared<std::promise<CallOutcome<std::vector<StoredResult>>>>();
+  auto second_future = second->get_future();
+  // The first call's completion starts a second one, as a create does.
+  engine.list_results(cb, "tissue", "s1", [&engine, cb, second](auto first) {
+    if (!first.value) {
+      second->set_value(std::move(first));
+      return;
+    }
+    engine.list_results(cb, "tissue", "s2", [second](auto o) { second->set_value(std::move(o)); });
+  });
+  engine.stop(5s);
+  REQUIRE(second_future.wait_for(1s) == std::future_status::ready);
+  auto o = second_future.get();
+  CHECK(o.value);
+  CHECK(!o.error);
+  CHECK(server.request_count() == 2);
+}
+
+TEST_CASE("engine: a call waiting to retry holds up no other call", "[engine][retry]") {
+  std::atomic<int> slow_attempts{0};
+  TestServer server([&slow_attempts](const Received& q, std::size_t) {
+    if (q.target.find("slow") != std::string::npos && slow_attempts++ == 0)
+      return Reply::json(503, R"({"error":"busy"})");
+    return Reply::json(200, "[]");
+  });
+  auto o = fast();
+  o.backoff_initial = 1500ms;  // the retry comes 0.75 to 1.5 s later
+  o.backoff_max = 1500ms;
+  CallbackEngine engine(o, 4);
+  const auto cb = info_for(server);
+  std::atomic<bool> slow_done{false};
+  auto slow = std::make_shared<std::promise<CallOutcome<std::vector<StoredResult>>>>();
+  auto slow_future = slow->get_future();
+  engine.list_results(cb, "tissue", "slow", [&slow_done, slow](auto r) {
+    slow_done = true;
+    slow->set_value(std::move(r));
+  });
+  // Once the first attempt failed, the slow call waits; a second call goes by.
+  for (int i = 0; i < 500 && slow_attempts < 1; ++i) std::this_thread::sleep_for(10ms);
+  auto quick = await<std::vector<StoredResult>>(
+      [&](auto done) { engine.list_results(cb, "tissue", "s1", done); });
+  CHECK(quick.value);
+  CHECK(!slow_done);  // an ordering, not a time: it still waits for its retry
+  REQUIRE(slow_future.wait_for(20s) == std::future_status::ready);
+  CHECK(slow_future.get().value);
+  CHECK(server.request_count() == 3);
+}
+
+TEST_CASE("engine: calls waiting for a place do not spend their timeout waiting",
+          "[engine][timeout]") {
+  TestServer server([](const Received&, std::size_t) {
+    Reply r = Reply::json(201, json_text(to_json(stored(frame("s1"), 1, "v1"))));
+    r.delay = 300ms;
+    return r;
+  });
+  auto o = fast();
+  o.total_timeout = 700ms;  // each request takes 300 ms; four in a row 1.2 s
+  CallbackEngine engine(o, 1);
+  const auto cb = info_for(server);
+  std::vector<std::future<CallOutcome<StoredResult>>> futures;
+  for (int i = 0; i < 4; ++i) {
+    auto p = std::make_shared<std::promise<CallOutcome<StoredResult>>>();
+    futures.push_back(p->get_future());
+    engine.create_result(cb, "tissue", frame("s1"), [p](auto r) { p->set_value(std::move(r)); });
+  }
+  for (auto& f : futures) {
+    REQUIRE(f.wait_for(20s) == std::future_status::ready);
+    auto r = f.get();
+    CHECK(r.value);
+    if (r.error) FAIL(error_of(r.error).what());
+  }
+  CHECK(server.request_count() == 4);
+  CHECK(server.connection_count() == 1);
 }
