@@ -4,6 +4,7 @@
 #include "iaapi/download.hpp"
 #include "iaapi/result_builder.hpp"
 #include "tests/support/process.hpp"
+#include "tests/unit/client/fixtures.hpp"
 #include "tests/unit/client/test_server.hpp"
 
 #include <sys/stat.h>
@@ -19,7 +20,9 @@
 
 using namespace iaserve::iaapi;
 using iaserve::test::read_file;
+using iaserve::test::json_text;
 using iaserve::test::Received;
+using iaserve::test::stored;
 using iaserve::test::Reply;
 using iaserve::test::TempDir;
 using iaserve::test::TestServer;
@@ -30,16 +33,7 @@ namespace {
 
 const std::string kToken = "secret-token-0123456789";
 
-ClientOptions fast() {
-  ClientOptions o;
-  o.connect_timeout = 2s;
-  o.total_timeout = 10s;
-  o.max_attempts = 3;
-  o.backoff_initial = 5ms;
-  o.backoff_max = 20ms;
-  o.max_retry_time = 10s;
-  return o;
-}
+ClientOptions fast() { return iaserve::test::fast_client_options(); }
 
 CallbackClient client_for(const TestServer& s, ClientOptions o = fast()) {
   return CallbackClient({s.url() + "/api/v1/", kToken}, std::move(o));
@@ -55,21 +49,11 @@ std::optional<CallbackError> error_from(F&& f) {
   return std::nullopt;
 }
 
-std::string json_text(const boost::json::value& v) {
-  return boost::json::serialize(v);
-}
 
 Result sample_result(const std::string& slide, const std::string& text) {
   return primitive_result(slide, {}, text, "0.1.0");
 }
 
-StoredResult stored(const Result& r, std::int64_t id, std::string version) {
-  StoredResult s;
-  static_cast<Result&>(s) = r;
-  s.id = id;
-  s.version_id = std::move(version);
-  return s;
-}
 
 ImageInfo sample_info() {
   ImageInfo i;

@@ -3,6 +3,7 @@
 // on a timer, error kinds and texts as the blocking client's, and stopping.
 #include "iaapi/client.hpp"
 #include "iaapi/result_builder.hpp"
+#include "tests/unit/client/fixtures.hpp"
 #include "tests/unit/client/test_server.hpp"
 
 #include <boost/json/parse.hpp>
@@ -14,7 +15,9 @@
 #include <thread>
 
 using namespace iaserve::iaapi;
+using iaserve::test::json_text;
 using iaserve::test::Received;
+using iaserve::test::stored;
 using iaserve::test::Reply;
 using iaserve::test::TestServer;
 using namespace std::chrono_literals;
@@ -23,15 +26,7 @@ namespace {
 
 const std::string kToken = "engine-token-0123456789";
 
-ClientOptions fast() {
-  ClientOptions o;
-  o.connect_timeout = 2s;
-  o.total_timeout = 10s;
-  o.max_attempts = 3;
-  o.backoff_initial = 5ms;
-  o.backoff_max = 20ms;
-  return o;
-}
+ClientOptions fast() { return iaserve::test::fast_client_options(); }
 
 CallbackInfo info_for(const TestServer& s) {
   return {s.url() + "/api/v1/", kToken};
@@ -60,17 +55,7 @@ Result frame(const std::string& slide) {
   return progress_result(slide, 1000, 800, "analysis queued", 0, "0.1.0");
 }
 
-StoredResult stored(const Result& r, std::int64_t id, std::string version) {
-  StoredResult s;
-  static_cast<Result&>(s) = r;
-  s.id = id;
-  s.version_id = std::move(version);
-  return s;
-}
 
-std::string json_text(const boost::json::value& v) {
-  return boost::json::serialize(v);
-}
 
 // A call counts until its completion has returned: wait (bounded) for n.
 bool in_flight_reaches(const CallbackEngine& engine, std::size_t n) {
