@@ -7,11 +7,15 @@
 #include "iaapi/text.hpp"
 
 #include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -915,6 +919,13 @@ struct CallbackEngine::Impl {
 
   ClientOptions options;
   CURLM* multi = nullptr;
+  // The loop waits in epoll on the transfers' sockets (curl tells which, and
+  // for what, through on_socket) and on wake_fd, so a wake-up costs the
+  // sockets that are ready, not a pass over every transfer.
+  int epoll_fd = -1;
+  int wake_fd = -1;
+  std::optional<Clock::time_point> curl_due;  // curl's own timer (on_timer)
+  std::atomic<bool> sleeping{false};          // in epoll_wait, or about to be
   std::thread thread;
   std::mt19937_64 rng{jitter_seed()};
   std::atomic<std::size_t> in_flight{0};
@@ -938,10 +949,25 @@ struct CallbackEngine::Impl {
   Impl(ClientOptions opt, long max_transfers_wanted) : options(std::move(opt)) {
     global_init();
     if (options.max_attempts < 1) options.max_attempts = 1;
+    epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
+    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     multi = curl_multi_init();
-    if (!multi) throw std::runtime_error("callback engine: curl_multi_init failed");
+    if (epoll_fd < 0 || wake_fd < 0 || !multi) {
+      const int err = errno;
+      close_all();
+      throw std::runtime_error(std::string("callback engine: cannot set up its event loop: ") +
+                               (multi ? std::strerror(err) : "curl_multi_init failed"));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd;
+    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
     max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
+    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Impl::on_socket);
+    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
+    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Impl::on_timer);
+    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this);
     if (!options.verify_tls)
       logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
     thread = std::thread([this] { run(); });
@@ -950,7 +976,54 @@ struct CallbackEngine::Impl {
   ~Impl() {
     stop(std::chrono::milliseconds(0));
     for (CURL* h : spare) curl_easy_cleanup(h);
-    curl_multi_cleanup(multi);
+    close_all();
+  }
+
+  void close_all() {
+    if (multi) curl_multi_cleanup(multi);  // may still call on_socket: the fds go after it
+    multi = nullptr;
+    if (epoll_fd >= 0) ::close(epoll_fd);
+    if (wake_fd >= 0) ::close(wake_fd);
+    epoll_fd = wake_fd = -1;
+  }
+
+  void wake() {
+    const std::uint64_t one = 1;
+    [[maybe_unused]] const auto n = ::write(wake_fd, &one, sizeof one);  // EAGAIN: already due
+  }
+
+  // curl: watch socket s for `what` (CURL_POLL_IN/OUT/INOUT), or no more.
+  // socketp marks the sockets already in the epoll set.
+  static int on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
+    auto* self = static_cast<Impl*>(userp);
+    if (what == CURL_POLL_REMOVE) {
+      ::epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // gone already when closed
+      return 0;
+    }
+    epoll_event ev{};
+    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+    ev.data.fd = s;
+    const int first = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (::epoll_ctl(self->epoll_fd, first, s, &ev) != 0) {
+      // A number reused after a close curl did not report, either way round.
+      const int again = first == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+      if (::epoll_ctl(self->epoll_fd, again, s, &ev) != 0) {
+        logger()->error("callback engine: cannot watch socket {}: {}", s, std::strerror(errno));
+        return -1;  // curl fails the transfers on it
+      }
+    }
+    if (!socketp) curl_multi_assign(self->multi, s, self);
+    return 0;
+  }
+
+  // curl: call socket_action(CURL_SOCKET_TIMEOUT) in timeout_ms (-1: no timer).
+  static int on_timer(CURLM*, long timeout_ms, void* userp) {
+    auto* self = static_cast<Impl*>(userp);
+    if (timeout_ms < 0)
+      self->curl_due.reset();
+    else
+      self->curl_due = Clock::now() + std::chrono::milliseconds(timeout_ms);
+    return 0;
   }
 
   void stop(std::chrono::milliseconds grace) {
@@ -960,16 +1033,17 @@ struct CallbackEngine::Impl {
       drained.wait_for(lock, grace, [this] { return in_flight == 0; });
       cancel_now = true;
     }
-    curl_multi_wakeup(multi);
+    wake();
     if (thread.joinable()) thread.join();
   }
 
   // A call started from a completion (the next step of a sequence) is still
   // taken while stop() gives the calls in flight their grace; others not.
   void submit(std::unique_ptr<Call> call) {
+    const bool on_engine = std::this_thread::get_id() == thread.get_id();
     {
       std::lock_guard lock(mutex);
-      const bool continuation = std::this_thread::get_id() == thread.get_id() && !cancel_now;
+      const bool continuation = on_engine && !cancel_now;
       if (accepting || continuation) {
         ++in_flight;
         incoming.push_back(std::move(call));
@@ -982,7 +1056,9 @@ struct CallbackEngine::Impl {
                false);
       return;
     }
-    curl_multi_wakeup(multi);
+    // The loop takes new calls before it waits (see step): wake it only
+    // when it waits, or is about to, and only from another thread.
+    if (!on_engine && sleeping.exchange(false)) wake();
   }
 
   void complete(Call& call, Response* r, std::exception_ptr error, bool counted = true) {
@@ -1099,7 +1175,8 @@ struct CallbackEngine::Impl {
     cancel_all();
   }
 
-  // One turn: start what may start, move the transfers, wait for more.
+  // One turn: start what may start, wait for sockets, timers or new calls,
+  // move the transfers that are ready.
   void step() {
     const auto now = Clock::now();
     while (!retries.empty() && retries.begin()->first <= now) {
@@ -1109,10 +1186,46 @@ struct CallbackEngine::Impl {
     while (!waiting.empty() && running.size() < max_transfers) {
       auto call = std::move(waiting.front());
       waiting.pop_front();
-      launch(std::move(call));
+      launch(std::move(call));  // curl asks for its timer at once
     }
+    auto until = [](Clock::time_point due) {  // whole ms, rounded up
+      const auto left = due - Clock::now();
+      if (left <= Clock::duration::zero()) return 0L;
+      return static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
+    };
+    long wait_ms = 1000;
+    if (curl_due) wait_ms = std::min(wait_ms, until(*curl_due));
+    if (!retries.empty()) wait_ms = std::min(wait_ms, until(retries.begin()->first));
+    if (!waiting.empty() && running.size() < max_transfers) wait_ms = 0;
+    sleeping.store(true);
+    {
+      std::lock_guard lock(mutex);  // a call submitted before this is seen; one after wakes us
+      if (!incoming.empty() || cancel_now) wait_ms = 0;
+    }
+    std::array<epoll_event, 64> events;
+    const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
+                               static_cast<int>(wait_ms));
+    sleeping.store(false);
+    if (n < 0 && errno != EINTR)
+      throw std::runtime_error(std::string("epoll_wait: ") + std::strerror(errno));
     int still = 0;
-    curl_multi_perform(multi, &still);
+    for (int k = 0; k < n; ++k) {
+      const int fd = events[k].data.fd;
+      if (fd == wake_fd) {
+        std::uint64_t count = 0;
+        [[maybe_unused]] const auto r = ::read(wake_fd, &count, sizeof count);
+        continue;
+      }
+      const std::uint32_t e = events[k].events;
+      const int flags = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
+                        ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
+                        ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
+      curl_multi_socket_action(multi, fd, flags, &still);
+    }
+    if (curl_due && *curl_due <= Clock::now()) {
+      curl_due.reset();  // on_timer may set the next one
+      curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
+    }
     int left = 0;
     while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
       if (m->msg != CURLMSG_DONE) continue;
@@ -1120,16 +1233,6 @@ struct CallbackEngine::Impl {
       const CURLcode rc = m->data.result;
       land(h, rc);  // m is invalid from here on
     }
-    if (!waiting.empty() && running.size() < max_transfers) return;  // places freed: start at once
-    long wait_ms = -1;
-    curl_multi_timeout(multi, &wait_ms);
-    if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
-    if (!retries.empty()) {
-      const auto until = std::chrono::duration_cast<std::chrono::milliseconds>(
-          retries.begin()->first - Clock::now());
-      wait_ms = std::clamp<long>(static_cast<long>(until.count()) + 1, 0, wait_ms);
-    }
-    if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
   }
 
   template <class T>
