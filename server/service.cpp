@@ -261,7 +261,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
 
   // Runs fn on the pool, answering 503 when the pool is full and 500 when
   // fn throws: nothing escapes.
-  void on_pool(const CallPtr& call, std::function<void()> fn) {
+  // False when it answered 503.
+  bool on_pool(const CallPtr& call, std::function<void()> fn) {
     auto self = shared_from_this();
     bool posted = pool.post([self, call, fn = std::move(fn)] {
       self->guarded(call, fn);
@@ -270,6 +271,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       call->answer(error_answer(503, "server busy: too many requests waiting for DPAT (max_pending_callbacks " +
                                          std::to_string(config.server.max_pending_callbacks) + ")"));
     }
+    return posted;
   }
 
   // The same for the monitoring routes, on their own pool.
@@ -591,7 +593,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     switch (shared->action) {
       case iaapi::Action::create: {
         if (!(call->slot = open_create(call))) return;  // answered 503
-        on_pool(call, [this, call, &app, shared] { create(call, app, shared); });
+        create(call, app, shared);
         break;
       }
       case iaapi::Action::modify: on_pool(call, [this, call, &app, shared] { modify(call, app, *shared); }); break;
@@ -659,8 +661,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   }
 
   // One create on its way: the durable enqueue (a pool thread) and the
-  // callbacks it does not wait for (the engine's thread) meet here; the one
-  // that arrives last stores the frame.
+  // callbacks that do not wait for it (the engine's thread) meet here; the
+  // one that arrives last stores the frame.
   struct CreateState {
     CallPtr call;
     const AppConfig* app = nullptr;
@@ -675,6 +677,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   };
   using CreatePtr = std::shared_ptr<CreateState>;
 
+  // On the io thread: the callbacks go out first, then the enqueue waits
+  // for a pool thread while DPAT answers.
   void create(const CallPtr& call, const AppConfig& app,
               std::shared_ptr<const iaapi::Invocation> inv) {
     auto st = std::make_shared<CreateState>();
@@ -685,17 +689,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     const std::string& slide = st->inv->slide_id;
     st->size_key = cb.url + '\n' + slide;
     st->size = slide_sizes.find(st->size_key);
-
-    JobPayload payload;
-    payload.kind = JobKind::create;
-    payload.application_id = app.application_id;
-    payload.slide_id = slide;
-    payload.received_at = utc_now_iso();
-    payload.invocation = *st->inv;
     // The slide size (when not known yet) and this app's results on the
-    // slide depend neither on each other nor on the queue: both requests go
-    // out before the job is written, so DPAT answers while the queue syncs
-    // its files.
+    // slide depend neither on each other nor on the queue.
     st->waiting = st->size ? 2 : 3;
     if (!st->size)
       engine.image_info(cb, slide, [this, st](iaapi::CallOutcome<iaapi::ImageInfo> o) {
@@ -707,7 +702,22 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
                           st->list = std::move(o);
                           arrived(st);
                         });
-    st->enqueued = enqueue(call, app, payload);  // answers 503 itself when it fails
+    if (!on_pool(call, [this, st] { enqueue_create(st); })) arrived(st);  // answered 503
+  }
+
+  void enqueue_create(const CreatePtr& st) {
+    JobPayload payload;
+    payload.kind = JobKind::create;
+    payload.application_id = st->app->application_id;
+    payload.slide_id = st->inv->slide_id;
+    payload.received_at = utc_now_iso();
+    payload.invocation = *st->inv;
+    try {
+      st->enqueued = enqueue(st->call, *st->app, payload);  // answers 503 itself when it fails
+    } catch (...) {
+      arrived(st);  // not enqueued: the callbacks' end stores nothing
+      throw;        // answered 500
+    }
     arrived(st);
   }
 
