@@ -24,7 +24,6 @@
 #include <ctime>
 #include <exception>
 #include <condition_variable>
-#include <list>
 #include <map>
 #include <unordered_map>
 #include <mutex>
@@ -425,11 +424,7 @@ struct CallbackClient::Impl {
   CallbackInfo callback;
   ClientOptions options;
   std::string base;  // callback.url without trailing '/'
-  CURL* curl = nullptr;
-  // Every transfer runs through this multi handle (as curl_easy_perform
-  // does through its own): the kept-alive connection lives in it, and a
-  // request can be sent now and its answer taken later (start/finish).
-  CURLM* multi = nullptr;
+  CURL* curl = nullptr;  // its kept-alive connection lives in it
   std::uint64_t requests = 0;
   std::mt19937_64 rng{jitter_seed()};
 
@@ -438,14 +433,6 @@ struct CallbackClient::Impl {
     bind(std::move(cb));
     curl = curl_easy_init();
     if (!curl) throw std::runtime_error("callback client: curl_easy_init failed");
-    multi = curl_multi_init();
-    if (!multi) {
-      curl_easy_cleanup(curl);
-      throw std::runtime_error("callback client: curl_multi_init failed");
-    }
-    // Keep the connections of a few requests in flight at once (a create
-    // runs two side by side) rather than a number tied to attached handles.
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 4L);
     if (!options.verify_tls) {
       static std::once_flag warned;
       std::call_once(warned, [] {
@@ -457,14 +444,10 @@ struct CallbackClient::Impl {
     if (options.max_attempts < 1) options.max_attempts = 1;
   }
   ~Impl() {
-    abandon();
-    for (CURL* h : spare) curl_easy_cleanup(h);
     if (curl) curl_easy_cleanup(curl);
-    if (multi) curl_multi_cleanup(multi);
   }
 
   void bind(CallbackInfo cb) {
-    abandon();
     std::string b = cb.url;
     while (!b.empty() && b.back() == '/') b.pop_back();
     if (b.empty()) throw std::invalid_argument("callback client: empty callback url");
@@ -474,150 +457,19 @@ struct CallbackClient::Impl {
 
   bool cancelled() const { return options.cancelled && options.cancelled(); }
 
-  // A request sent by start() whose answer finish() takes; each on its own
-  // easy handle, so several can be in flight on the one multi handle.
-  struct Pending {
-    int tag = 0;  // which kind of request: one of each at a time
-    CURL* handle = nullptr;
-    std::string method, path, body;
-    bool has_body = false, json_answer = true;
-    Exchange ex;
-    char errbuf[CURL_ERROR_SIZE];
-    curl_slist* headers = nullptr;
-    bool done = false;
-    CURLcode rc = CURLE_OK;
-  };
-  std::list<Pending> pendings;  // stable addresses: curl holds &ex and errbuf
-  std::vector<CURL*> spare;     // easy handles of finished started requests
-  bool main_done = false;       // the transfer of `curl` (a blocking call)
-  CURLcode main_rc = CURLE_OK;
-
-  // One attempt. Fills ex; returns curl's code. Started requests progress
-  // meanwhile.
+  // One attempt. Fills ex; returns curl's code.
   CURLcode perform(const char* method, const std::string& path, const std::string* body,
                    bool json_answer, Exchange& ex, char* errbuf) {
-    curl_slist* headers = setup(curl, method, path, body, json_answer, ex, errbuf);
-    launch(curl);
-    const CURLcode rc = land(curl, ex);
-    curl_slist_free_all(headers);
-    return rc;
-  }
-
-  // Adds a handle to the multi and sends as much as goes without waiting.
-  void launch(CURL* h) {
-    if (h == curl) main_done = false;
-    curl_multi_add_handle(multi, h);
-    int running = 0;
-    curl_multi_perform(multi, &running);
-  }
-
-  void note_done(CURL* h, CURLcode rc) {
-    curl_multi_remove_handle(multi, h);
-    if (h == curl) {
-      main_done = true;
-      main_rc = rc;
-      return;
-    }
-    for (auto& p : pendings)
-      if (p.handle == h) {
-        p.done = true;
-        p.rc = rc;
-      }
-  }
-
-  bool is_done(CURL* h) const {
-    if (h == curl) return main_done;
-    for (const auto& p : pendings)
-      if (p.handle == h) return p.done;
-    return true;
-  }
-
-  // Drives the multi until the transfer of `h` ends (the others go on
-  // meanwhile and their ends are noted); the handle leaves the multi.
-  CURLcode land(CURL* h, Exchange& ex) {
-    while (!is_done(h)) {
-      int running = 0;
-      const CURLMcode mc = curl_multi_perform(multi, &running);
-      int left = 0;
-      while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
-        if (m->msg != CURLMSG_DONE) continue;
-        CURL* easy = m->easy_handle;
-        const CURLcode result = m->data.result;
-        note_done(easy, result);  // m is invalid from here on
-      }
-      if (is_done(h)) break;
-      if (mc != CURLM_OK) {
-        note_done(h, mc == CURLM_OUT_OF_MEMORY ? CURLE_OUT_OF_MEMORY : CURLE_FAILED_INIT);
-        break;
-      }
-      long wait_ms = -1;
-      curl_multi_timeout(multi, &wait_ms);
-      if (wait_ms < 0 || wait_ms > 1000) wait_ms = 1000;
-      if (wait_ms > 0) curl_multi_poll(multi, nullptr, 0, static_cast<int>(wait_ms), nullptr);
-    }
-    CURLcode rc = main_rc;
-    if (h != curl)
-      for (const auto& p : pendings)
-        if (p.handle == h) rc = p.rc;
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &ex.response.status);
-    return rc;
-  }
-
-  // Sends a request now; finish(tag) takes its answer. A request of the
-  // same tag still pending is dropped.
-  void start(int tag, const char* method, std::string path, const std::string* body, bool json_answer) {
-    drop(tag);
-    CURL* h = nullptr;
-    if (!spare.empty()) {
-      h = spare.back();
-      spare.pop_back();
-    } else {
-      h = curl_easy_init();
-      if (!h) throw std::runtime_error("callback client: curl_easy_init failed");
-    }
-    auto& p = pendings.emplace_back();
-    p.tag = tag;
-    p.handle = h;
-    p.method = method;
-    p.path = std::move(path);
-    p.has_body = body != nullptr;
-    if (body) p.body = *body;
-    p.json_answer = json_answer;
-    p.headers = setup(h, p.method.c_str(), p.path, p.has_body ? &p.body : nullptr, json_answer, p.ex, p.errbuf);
-    launch(h);
-  }
-
-  Pending* find_pending(int tag) {
-    for (auto& p : pendings)
-      if (p.tag == tag) return &p;
-    return nullptr;
-  }
-
-  // Forgets a started request (its connection closes if it is still running).
-  void release(Pending* p) {
-    if (!p->done) curl_multi_remove_handle(multi, p->handle);
-    curl_slist_free_all(p->headers);
-    spare.push_back(p->handle);
-    pendings.remove_if([p](const Pending& q) { return &q == p; });
-  }
-
-  void drop(int tag) {
-    if (auto* p = find_pending(tag)) release(p);
-  }
-
-  // Drops every started request whose answer nobody took.
-  void abandon() {
-    while (!pendings.empty()) release(&pendings.front());
-  }
-
-  // The headers list to free after the transfer.
-  curl_slist* setup(CURL* h, const char* method, const std::string& path, const std::string* body,
-                    bool json_answer, Exchange& ex, char* errbuf) {
-    ex.handle = h;
-    curl_easy_reset(h);  // the connections stay in the multi's cache
+    ex.handle = curl;
+    curl_easy_reset(curl);  // the connection stays in the handle's cache
     ex.options = &options;
     ++requests;
-    return setup_transfer(h, options, base + path, callback.token, method, body, json_answer, ex, errbuf);
+    curl_slist* headers =
+        setup_transfer(curl, options, base + path, callback.token, method, body, json_answer, ex, errbuf);
+    const CURLcode rc = curl_easy_perform(curl);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &ex.response.status);
+    curl_slist_free_all(headers);
+    return rc;
   }
 
   void sleep_for(std::chrono::milliseconds d, const std::string& step) {
@@ -633,48 +485,18 @@ struct CallbackClient::Impl {
   Response call(const char* method, const std::string& path, const std::string* body,
                 std::initializer_list<long> ok, bool json_answer = true,
                 StreamSink* sink = nullptr) {
-    return call_impl(method, path, body, ok, json_answer, sink, nullptr);
-  }
-
-  // The answer of the request start(tag) sent, with call()'s retries and errors.
-  Response finish(int tag, std::initializer_list<long> ok) {
-    Pending* p = find_pending(tag);
-    if (!p) throw std::logic_error("callback client: finish without start");
-    const std::string method = p->method, path = p->path;
-    const std::string body = p->body;
-    const bool has_body = p->has_body, json_answer = p->json_answer;
-    return call_impl(method.c_str(), path, has_body ? &body : nullptr, ok, json_answer, nullptr, p);
-  }
-
-  Response call_impl(const char* method, const std::string& path, const std::string* body,
-                     std::initializer_list<long> ok, bool json_answer, StreamSink* sink,
-                     Pending* started) {
     const std::string step = std::string(method) + " " + path;
     const bool idempotent = std::string_view(method) != "POST";
     std::chrono::milliseconds waited{0};  // in backoff so far
     const std::vector<long> ok_list(ok);
-    char own_errbuf[CURL_ERROR_SIZE];
+    char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;; ++attempt) {
-      const bool landing = started && attempt == 1;
-      if (cancelled()) {
-        if (landing) release(started);
-        throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
-      }
-      Exchange own_ex;
-      own_ex.options = &options;
-      own_ex.sink = sink;
-      own_ex.sink_ok.assign(ok.begin(), ok.end());
-      CURLcode rc;
-      char* errbuf = own_errbuf;
-      if (landing) {
-        rc = land(started->handle, started->ex);
-        own_ex = std::move(started->ex);
-        std::memcpy(own_errbuf, started->errbuf, sizeof own_errbuf);
-        release(started);
-      } else {
-        rc = perform(method, path, body, json_answer, own_ex, errbuf);
-      }
-      Exchange& ex = own_ex;
+      if (cancelled()) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+      Exchange ex;
+      ex.options = &options;
+      ex.sink = sink;
+      ex.sink_ok.assign(ok.begin(), ok.end());
+      const CURLcode rc = perform(method, path, body, json_answer, ex, errbuf);
       if (rc == CURLE_OK && sink && !ex.sink_started &&
           std::find(ok.begin(), ok.end(), ex.response.status) != ok.end()) {
         // An empty 2xx body: no write callback ran.
@@ -772,33 +594,6 @@ Bytes CallbackClient::get_tile(std::string_view slide_id, int level, int col, in
   if (!optical_path.empty()) path += "?opticalPath=" + url_encode(optical_path);
   auto r = impl_->call("GET", path, nullptr, {200}, false);
   return Bytes(r.body.begin(), r.body.end());
-}
-
-namespace {
-enum StartedTag { kListTag = 1, kImageInfoTag = 2 };
-}
-
-void CallbackClient::start_list_results(std::string_view app_id, std::string_view slide_id) {
-  impl_->start(kListTag, "GET", "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id),
-               nullptr, true);
-}
-
-std::vector<StoredResult> CallbackClient::finish_list_results() {
-  auto* p = impl_->find_pending(kListTag);
-  const std::string step = p ? "GET " + p->path : std::string();
-  auto r = impl_->finish(kListTag, {200});
-  return impl_->decode_answer<std::vector<StoredResult>>(step, r);
-}
-
-void CallbackClient::start_image_info(std::string_view slide_id) {
-  impl_->start(kImageInfoTag, "GET", "/slides/" + url_encode(slide_id) + "/info", nullptr, true);
-}
-
-ImageInfo CallbackClient::finish_image_info() {
-  auto* p = impl_->find_pending(kImageInfoTag);
-  const std::string step = p ? "GET " + p->path : std::string();
-  auto r = impl_->finish(kImageInfoTag, {200});
-  return impl_->decode_answer<ImageInfo>(step, r);
 }
 
 std::vector<StoredResult> CallbackClient::list_results(std::string_view app_id,

@@ -106,16 +106,6 @@ class CallbackClient {
 
   // Results of one app. A stored Result carries id (int) and versionId.
   std::vector<StoredResult> list_results(std::string_view app_id, std::string_view slide_id);
-  // list_results and get_image_info (not extended, no PHI) in two halves:
-  // start sends the request and returns at once, so the caller does other
-  // work (a durable enqueue, the other started request) while DPAT answers,
-  // on one thread; finish waits for the answer, with the retries and errors
-  // of the one-call form. Calls in between go on meanwhile; a second start of
-  // the same kind, or rebind, drops a started request nobody finished.
-  void start_list_results(std::string_view app_id, std::string_view slide_id);
-  std::vector<StoredResult> finish_list_results();
-  void start_image_info(std::string_view slide_id);
-  ImageInfo finish_image_info();
   StoredResult get_result(std::string_view app_id, std::int64_t id);
   // POST; DPAT answers 201 (200 accepted) with the stored result.
   StoredResult create_result(std::string_view app_id, const Result& result);
