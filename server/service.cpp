@@ -674,6 +674,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     bool enqueued = false;
     iaapi::CallOutcome<std::vector<iaapi::StoredResult>> list;
     iaapi::CallOutcome<iaapi::ImageInfo> info;
+    iaapi::Result frame;  // once both have arrived
   };
   using CreatePtr = std::shared_ptr<CreateState>;
 
@@ -747,26 +748,40 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (!st->enqueued) return;  // answered 503: no frame for a job not queued
     const CallPtr& call = st->call;
     const iaapi::Invocation& inv = *st->inv;
-    const std::string& app_id = st->app->application_id;
-    const std::string enc = iaapi::url_encode(inv.slide_id);
     if (!st->size) {
-      if (!succeeded(call, st->info, step_text("GET", "/slides/" + enc + "/info"))) return;
+      if (!succeeded(call, st->info, step_text("GET", "/slides/" + iaapi::url_encode(inv.slide_id) + "/info")))
+        return;
       st->size =
           SlideSizes::Size{st->info.value->image_size.width, st->info.value->image_size.height};
       if (st->size->width > 0 && st->size->height > 0) slide_sizes.insert(st->size_key, *st->size);
     }
-    if (!succeeded(call, st->list,
-                   step_text("GET", "/applications/" + iaapi::url_encode(app_id) +
-                                        "/results/slide/" + enc)))
-      return;
-    iaapi::Result frame = iaapi::progress_result(inv.slide_id, st->size->width, st->size->height,
-                                                 "analysis queued", 0, kSoftwareVersion);
-    frame.data.context = inv.context;
-    const auto& existing = *st->list.value;
+    if (!succeeded(call, st->list, list_step(st))) return;
+    st->frame = iaapi::progress_result(inv.slide_id, st->size->width, st->size->height,
+                                       "analysis queued", 0, kSoftwareVersion);
+    st->frame.data.context = inv.context;
+    put_frame(st, *st->list.value, 0);
+  }
+
+  std::string list_step(const CreatePtr& st) const {
+    return step_text("GET", "/applications/" + iaapi::url_encode(st->app->application_id) +
+                                "/results/slide/" + iaapi::url_encode(st->inv->slide_id));
+  }
+
+  // Stores st->frame over the newest of `existing`, else as a new result,
+  // and answers. A PUT answered 409 (someone, a worker, updated the result
+  // between the list and the PUT) lists again and retries, three times at
+  // most (as many lists as the create's own and CallbackClient::
+  // upsert_result's together); the steps after the first 409 are named
+  // "upsert ...". All on the engine: no thread waits for DPAT.
+  void put_frame(const CreatePtr& st, const std::vector<iaapi::StoredResult>& existing, int round) {
+    constexpr int kRelists = 3;
+    const iaapi::Invocation& inv = *st->inv;
+    const std::string& app_id = st->app->application_id;
+    const std::string prefix = round > 0 ? "upsert " : "";
     if (existing.empty()) {
-      std::string step =
-          step_text("POST", "/applications/" + iaapi::url_encode(app_id) + "/results");
-      engine.create_result(inv.callback, app_id, frame,
+      const std::string step =
+          prefix + step_text("POST", "/applications/" + iaapi::url_encode(app_id) + "/results");
+      engine.create_result(inv.callback, app_id, st->frame,
                            [this, st, step](iaapi::CallOutcome<iaapi::StoredResult> o) {
                              guarded(st->call, [&] {
                                if (succeeded(st->call, o, step))
@@ -778,45 +793,47 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     const auto& newest = *std::max_element(
         existing.begin(), existing.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
     iaapi::StoredResult update;
-    static_cast<iaapi::Result&>(update) = frame;
+    static_cast<iaapi::Result&>(update) = st->frame;
     update.id = newest.id;
     update.version_id = newest.version_id;
-    std::string step = step_text("PUT", "/applications/" + iaapi::url_encode(app_id) + "/results/" +
-                                            std::to_string(newest.id));
-    engine.update_result(
-        inv.callback, app_id, update,
-        [this, st, step,
-         frame = std::move(frame)](iaapi::CallOutcome<iaapi::StoredResult> o) mutable {
-          guarded(st->call, [&] { stored_or_upsert(st, step, std::move(frame), o); });
-        });
+    const std::string step = prefix + step_text("PUT", "/applications/" + iaapi::url_encode(app_id) +
+                                                           "/results/" + std::to_string(newest.id));
+    engine.update_result(inv.callback, app_id, update,
+                         [this, st, step, round](iaapi::CallOutcome<iaapi::StoredResult> o) {
+                           guarded(st->call, [&] {
+                             if (o.value) {
+                               st->call->answer(json_answer(200, iaapi::to_json(*o.value)));
+                               return;
+                             }
+                             if (!conflict(o.error) || round >= kRelists) {
+                               succeeded(st->call, o, step);  // answers the 502
+                               return;
+                             }
+                             log->info("slide {}: {} answered 409 (changed meanwhile); listing again",
+                                       st->inv->slide_id, step);
+                             relist(st, round + 1);
+                           });
+                         });
   }
 
-  // The PUT's outcome: the answer, a 502, or (409: someone, a worker,
-  // updated the result meanwhile) a fresh list and upsert, blocking, on the
-  // pool (rare).
-  void stored_or_upsert(const CreatePtr& st, const std::string& step, iaapi::Result frame,
-                        const iaapi::CallOutcome<iaapi::StoredResult>& o) {
-    if (o.value) {
-      st->call->answer(json_answer(200, iaapi::to_json(*o.value)));
-      return;
-    }
+  void relist(const CreatePtr& st, int round) {
+    const std::string step = "upsert " + list_step(st);
+    engine.list_results(st->inv->callback, st->app->application_id, st->inv->slide_id,
+                        [this, st, step, round](iaapi::CallOutcome<std::vector<iaapi::StoredResult>> o) {
+                          guarded(st->call, [&] {
+                            if (succeeded(st->call, o, step)) put_frame(st, *o.value, round);
+                          });
+                        });
+  }
+
+  static bool conflict(const std::exception_ptr& error) {
     try {
-      std::rethrow_exception(o.error);
+      std::rethrow_exception(error);
     } catch (const iaapi::CallbackError& e) {
-      if (e.kind() != iaapi::CallbackErrorKind::conflict) {
-        callback_failed(st->call, e, step);
-        return;
-      }
+      return e.kind() == iaapi::CallbackErrorKind::conflict;
+    } catch (...) {
+      return false;
     }
-    on_pool(st->call, [this, st, step, frame = std::move(frame)] {
-      try {
-        auto stored = thread_client(st->inv->callback, client_opts)
-                          .upsert_result(st->app->application_id, st->inv->slide_id, frame);
-        st->call->answer(json_answer(200, iaapi::to_json(stored)));
-      } catch (const iaapi::CallbackError& e) {
-        callback_failed(st->call, e, "upsert " + step);
-      }
-    });
   }
 
   void modify(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
