@@ -48,9 +48,9 @@ struct ServerConfig {
   // Peers (IP addresses, "*" = any) whose X-Forwarded-Host/-Proto are used
   // for the registration url. Empty = never.
   std::vector<std::string> trusted_proxy;
-  unsigned callback_pool_threads = 16;   // threads for the durable enqueue and modify's blocking callback
+  unsigned callback_pool_threads = 16;   // threads for the durable enqueue and cancel's search
   unsigned max_pending_callbacks = 256;  // requests waiting for them or for DPAT beyond their number; past it 503
-  unsigned callback_connections = 64;    // most connections to one DPAT host at once (creates' callbacks)
+  unsigned callback_connections = 64;    // most callback transfers at once, all hosts (create, modify)
   unsigned json_max_depth = 64;               // deeper request bodies get 400
   // GET /status: a page of the queue, the processes and recent jobs with
   // their pictures (and /status.json behind it). Off = 404 there.

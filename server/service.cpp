@@ -28,19 +28,6 @@
 namespace iaserve::server {
 namespace {
 
-// One callback client per thread, kept between requests: curl keeps its
-// connection to DPAT open, so an invocation costs no new TCP (or TLS)
-// handshake. The server's client options are the same for every request.
-iaapi::CallbackClient& thread_client(const iaapi::CallbackInfo& cb,
-                                     const iaapi::ClientOptions& opts) {
-  thread_local std::optional<iaapi::CallbackClient> client;
-  if (client)
-    client->rebind(cb);
-  else
-    client.emplace(cb, opts);
-  return *client;
-}
-
 namespace json = boost::json;
 using Clock = std::chrono::steady_clock;
 
@@ -187,13 +174,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   std::string queue_error;
   Clock::time_point queue_retry{};
 
-  // Creates between their dispatch and their answer; at most
+  // Creates and modifies between their dispatch and their answer; at most
   // callback_pool_threads + max_pending_callbacks (past that 503), so a
   // slow DPAT cannot grow them without bound.
-  std::atomic<unsigned> creates_open{0};
-  // The create's callbacks: all on one thread, none holding a pool thread
-  // while DPAT answers. Last member: stopped (its completions ended) before
-  // anything they use is destroyed.
+  std::atomic<unsigned> invocations_open{0};
+  // The callbacks of creates and modifies: all on one thread, none holding
+  // a pool thread while DPAT answers. Last member: stopped (its completions
+  // ended) before anything they use is destroyed.
   iaapi::CallbackEngine engine{client_opts, static_cast<long>(config.server.callback_connections)};
 
   explicit Impl(Config c)
@@ -242,8 +229,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     std::string method, path, route, slide_id, action;
     Clock::time_point start = Clock::now();
     std::atomic<bool> done{false};
-    // A create's place among the open ones, given back with the answer
-    // (its callbacks may still run then, to no one).
+    // A create's or modify's place among the open ones, given back with the
+    // answer (its callbacks may still run then, to no one).
     std::shared_ptr<const void> slot;
 
     void answer(http::Response r) {
@@ -259,9 +246,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   };
   using CallPtr = std::shared_ptr<Call>;
 
-  // Runs fn on the pool, answering 503 when the pool is full and 500 when
-  // fn throws: nothing escapes.
-  // False when it answered 503.
+  // Runs fn on the pool, answering 503 when the pool is full (and returning
+  // false) and 500 when fn throws: nothing escapes.
   bool on_pool(const CallPtr& call, std::function<void()> fn) {
     auto self = shared_from_this();
     bool posted = pool.post([self, call, fn = std::move(fn)] {
@@ -430,9 +416,10 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       extra += "# HELP iaserve_callback_pool_queued Requests waiting for a callback thread.\n"
                "# TYPE iaserve_callback_pool_queued gauge\n";
       extra += "iaserve_callback_pool_queued " + std::to_string(pool.queued()) + "\n";
-      extra += "# HELP iaserve_creates_open Creates taken and not answered yet (waiting for the queue or DPAT).\n"
-               "# TYPE iaserve_creates_open gauge\n";
-      extra += "iaserve_creates_open " + std::to_string(creates_open.load()) + "\n";
+      extra += "# HELP iaserve_invocations_open Creates and modifies taken and not answered yet (waiting for the "
+               "queue or DPAT).\n"
+               "# TYPE iaserve_invocations_open gauge\n";
+      extra += "iaserve_invocations_open " + std::to_string(invocations_open.load()) + "\n";
       call->answer(http::Response::text(200, "text/plain; version=0.0.4", metrics.render(extra)));
     });
   }
@@ -592,11 +579,14 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     auto shared = std::make_shared<iaapi::Invocation>(std::move(inv));
     switch (shared->action) {
       case iaapi::Action::create: {
-        if (!(call->slot = open_create(call))) return;  // answered 503
+        if (!(call->slot = open_invocation(call))) return;  // answered 503
         create(call, app, shared);
         break;
       }
-      case iaapi::Action::modify: on_pool(call, [this, call, &app, shared] { modify(call, app, *shared); }); break;
+      case iaapi::Action::modify:
+        if (!(call->slot = open_invocation(call))) return;  // answered 503
+        modify(call, app, shared);
+        break;
       case iaapi::Action::delete_:
         on_pool(call, [this, call, &app, shared] { cancel(call, app, *shared, json::object{}); });
         break;
@@ -644,20 +634,20 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     call->answer(json_answer(502, o));
   }
 
-  // A create's place among the open ones, given back with its answer;
-  // nullptr (answered 503) when all are taken.
-  using CreateSlot = std::shared_ptr<const void>;
-  CreateSlot open_create(const CallPtr& call) {
+  // A create's or modify's place among the open ones, given back with its
+  // answer; nullptr (answered 503) when all are taken.
+  using InvocationSlot = std::shared_ptr<const void>;
+  InvocationSlot open_invocation(const CallPtr& call) {
     const unsigned limit =
         config.server.callback_pool_threads + config.server.max_pending_callbacks;
-    if (creates_open.fetch_add(1) >= limit) {
-      --creates_open;
+    if (invocations_open.fetch_add(1) >= limit) {
+      --invocations_open;
       call->answer(error_answer(
           503, "server busy: too many requests waiting for DPAT (max_pending_callbacks " +
                    std::to_string(config.server.max_pending_callbacks) + ")"));
       return nullptr;
     }
-    return CreateSlot(static_cast<const void*>(this), [this](const void*) { --creates_open; });
+    return InvocationSlot(static_cast<const void*>(this), [this](const void*) { --invocations_open; });
   }
 
   // One create on its way: the durable enqueue (a pool thread) and the
@@ -836,12 +826,15 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
   }
 
-  void modify(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv) {
-    if (!inv.input || !inv.input->result) {
+  // On the io thread: a pressed patchCollection button first queues a job
+  // for the app's hook (on the pool); then the changed result is stored by
+  // PUT on the engine and DPAT's answer returned.
+  void modify(const CallPtr& call, const AppConfig& app, std::shared_ptr<const iaapi::Invocation> inv) {
+    if (!inv->input || !inv->input->result) {
       call->answer(error_answer(400, "input: expected the stored result for modify", "input"));
       return;
     }
-    const iaapi::StoredResult& changed = *inv.input->result;
+    const iaapi::StoredResult& changed = *inv->input->result;
     std::optional<std::string> pressed;
     if (changed.data.result && changed.data.result->type == iaapi::ResultType::patchCollection) {
       for (const auto& a : changed.data.result->patches.actions)
@@ -850,25 +843,33 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
           break;
         }
     }
-    if (pressed) {
-      call->action = "modify:" + *pressed;
+    if (!pressed) {
+      store_modified(call, app, inv);
+      return;
+    }
+    call->action = "modify:" + *pressed;
+    on_pool(call, [this, call, &app, inv, pressed] {
       JobPayload payload;
       payload.kind = JobKind::modify;
       payload.application_id = app.application_id;
-      payload.slide_id = inv.slide_id;
+      payload.slide_id = inv->slide_id;
       payload.received_at = utc_now_iso();
-      payload.invocation = inv;
+      payload.invocation = *inv;
       payload.action_id = pressed;
-      if (!enqueue(call, app, payload)) return;
-    }
+      if (enqueue(call, app, payload)) store_modified(call, app, inv);
+    });
+  }
+
+  void store_modified(const CallPtr& call, const AppConfig& app, const std::shared_ptr<const iaapi::Invocation>& inv) {
+    const iaapi::StoredResult& changed = *inv->input->result;
     std::string step = step_text("PUT", "/applications/" + iaapi::url_encode(app.application_id) + "/results/" +
                                             std::to_string(changed.id));
-    try {
-      auto stored = thread_client(inv.callback, client_opts).update_result(app.application_id, changed);
-      call->answer(json_answer(200, iaapi::to_json(stored)));
-    } catch (const iaapi::CallbackError& e) {
-      callback_failed(call, e, step);
-    }
+    engine.update_result(inv->callback, app.application_id, changed,
+                         [this, call, step](iaapi::CallOutcome<iaapi::StoredResult> o) {
+                           guarded(call, [&] {
+                             if (succeeded(call, o, step)) call->answer(json_answer(200, iaapi::to_json(*o.value)));
+                           });
+                         });
   }
 
   void cancel(const CallPtr& call, const AppConfig& app, const iaapi::Invocation& inv, json::value answer) {
@@ -932,9 +933,9 @@ Service::Service(Config config) : impl_(std::make_shared<Impl>(std::move(config)
 Service::~Service() { stop(); }
 
 void Service::stop() {
-  // Creates taken get their answers first (bounded): their next callback or
-  // the blocking upsert still finds the engine and the pool running.
-  for (int i = 0; i < 500 && impl_->creates_open > 0; ++i)
+  // Creates and modifies taken get their answers first (bounded): their
+  // next callback or enqueue still finds the engine and the pool running.
+  for (int i = 0; i < 500 && impl_->invocations_open > 0; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   impl_->pool.stop();
   // Creates still waiting for DPAT get their answers (or a 502, cancelled).

@@ -2,12 +2,12 @@
 // The IA-API inbound routes of every configured app, plus /, /healthz,
 // /readyz and /metrics, as one http::Handler.
 //
-// Nothing blocking runs on the io threads: queue writes (fsync) and modify's
-// call back to DPAT run on a bounded pool (server.callback_pool_threads); a
-// create's callbacks run on one engine thread over at most
-// server.callback_connections connections, holding no thread while DPAT
-// answers. At most callback_pool_threads + max_pending_callbacks requests
-// wait for either; past that 503. Every answer is JSON
+// Nothing blocking runs on the io threads: queue writes (fsync) run on a
+// bounded pool (server.callback_pool_threads); the callbacks of create and
+// modify run on one engine thread over at most server.callback_connections
+// connections, holding no thread while DPAT answers. At most
+// callback_pool_threads + max_pending_callbacks creates and modifies wait
+// for either; past that 503. Every answer is JSON
 // with X-Sectra-ApiVersion and X-Sectra-SoftwareVersion; errors are
 // {"error": ..., "field": ...} (field only when one is to blame).
 #include <memory>

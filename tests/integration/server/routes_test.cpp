@@ -169,7 +169,7 @@ TEST_CASE("create stores the queued frame, writes the job and answers the stored
   CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_queue_jobs{state=\"pending\"} 1"));
   CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_request_duration_seconds_count{route=\"/apps/tissue\"} 2"));
   // Both creates gave their places back with their answers.
-  CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_creates_open 0\n"));
+  CHECK_THAT(m.body, Catch::Matchers::Contains("iaserve_invocations_open 0\n"));
 
   // The token never reaches the log.
   CHECK(serve.process().stderr_text().find(kToken) == std::string::npos);
@@ -344,6 +344,17 @@ TEST_CASE("modify stores the changed result; a pressed button queues a job", "[s
   auto jobs = jobs_in(serve.queue_dir(), "pending");
   REQUIRE(count_slide(jobs, slide, "modify") == 1);
   CHECK(jobs[0].at("actionId") == "rerun");
+
+  // The first change again: its versionId is stale now, DPAT answers 409.
+  inv["input"] = changed;
+  a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+  REQUIRE(a.status == 502);
+  auto e = parse(a).as_object();
+  CHECK(e.at("kind") == "conflict");
+  CHECK(e.at("status") == 409);
+  CHECK(std::string(e.at("step").as_string()) ==
+        "PUT /applications/tissue/results/" + std::to_string(stored.at("id").as_int64()));
+  CHECK_THAT(http_get(serve.url() + "/metrics").body, Catch::Matchers::Contains("iaserve_invocations_open 0\n"));
 }
 
 TEST_CASE("delete and cancel take the slide's job out of the queue", "[server][integration]") {
