@@ -29,6 +29,7 @@
 #include <mutex>
 #include <optional>
 #include <random>
+#include <set>
 #include <thread>
 
 namespace iaserve::iaapi {
@@ -238,7 +239,8 @@ struct Exchange {
 
 namespace {
 
-size_t on_header(char* data, size_t size, size_t n, void* user) {
+// What curl's callbacks do; nothing may be thrown through curl's C frames.
+size_t header_line(char* data, size_t size, size_t n, void* user) {
   auto* ex = static_cast<Exchange*>(user);
   std::string_view line(data, size * n);
   if (line.starts_with("HTTP/")) {  // a new response (after 100 Continue)
@@ -257,7 +259,7 @@ size_t on_header(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
-size_t on_body(char* data, size_t size, size_t n, void* user) {
+size_t body_part(char* data, size_t size, size_t n, void* user) {
   auto* ex = static_cast<Exchange*>(user);
   const size_t len = size * n;
   if (ex->sink && !ex->sink_started) {
@@ -295,6 +297,23 @@ size_t on_body(char* data, size_t size, size_t n, void* user) {
   }
   ex->response.body.append(data, len);
   return len;
+}
+
+// A failure (out of memory) ends the transfer with the exception kept for the caller.
+template <size_t (*Fn)(char*, size_t, size_t, void*)>
+size_t guarded_callback(char* data, size_t size, size_t n, void* user) {
+  try {
+    return Fn(data, size, n, user);
+  } catch (...) {
+    static_cast<Exchange*>(user)->error = std::current_exception();
+    return 0;
+  }
+}
+size_t on_header(char* data, size_t size, size_t n, void* user) {
+  return guarded_callback<header_line>(data, size, n, user);
+}
+size_t on_body(char* data, size_t size, size_t n, void* user) {
+  return guarded_callback<body_part>(data, size, n, user);
 }
 
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
@@ -720,6 +739,7 @@ struct CallbackEngine::Impl {
   int epoll_fd = -1;
   int wake_fd = -1;
   std::optional<Clock::time_point> curl_due;  // curl's own timer (on_timer)
+  std::set<curl_socket_t> unwatched;          // epoll refused them: polled every 10 ms
   std::atomic<bool> sleeping{false};          // in epoll_wait, or about to be
   std::thread thread;
   std::mt19937_64 rng{jitter_seed()};
@@ -744,19 +764,19 @@ struct CallbackEngine::Impl {
   Impl(ClientOptions opt, long max_transfers_wanted) : options(std::move(opt)) {
     global_init();
     if (options.max_attempts < 1) options.max_attempts = 1;
-    epoll_fd = ::epoll_create1(EPOLL_CLOEXEC);
-    wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    multi = curl_multi_init();
-    if (epoll_fd < 0 || wake_fd < 0 || !multi) {
-      const int err = errno;
+    auto fail = [this](const std::string& what) {
       close_all();
-      throw std::runtime_error(std::string("callback engine: cannot set up its event loop: ") +
-                               (multi ? std::strerror(err) : "curl_multi_init failed"));
-    }
+      throw std::runtime_error("callback engine: cannot set up its event loop: " + what);
+    };
+    if ((epoll_fd = ::epoll_create1(EPOLL_CLOEXEC)) < 0) fail(std::string("epoll: ") + std::strerror(errno));
+    if ((wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+      fail(std::string("eventfd: ") + std::strerror(errno));
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = wake_fd;
-    ::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev);
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev) != 0)
+      fail(std::string("epoll_ctl: ") + std::strerror(errno));
+    if (!(multi = curl_multi_init())) fail("curl_multi_init failed");
     max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
     curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Impl::on_socket);
@@ -793,6 +813,7 @@ struct CallbackEngine::Impl {
     auto* self = static_cast<Impl*>(userp);
     if (what == CURL_POLL_REMOVE) {
       ::epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // gone already when closed
+      self->unwatched.erase(s);
       return 0;
     }
     epoll_event ev{};
@@ -803,10 +824,14 @@ struct CallbackEngine::Impl {
       // A number reused after a close curl did not report, either way round.
       const int again = first == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
       if (::epoll_ctl(self->epoll_fd, again, s, &ev) != 0) {
-        logger()->error("callback engine: cannot watch socket {}: {}", s, std::strerror(errno));
-        return -1;  // curl fails the transfers on it
+        // Out of watches (ENOMEM, ENOSPC). Not -1: that would leave the
+        // multi handle dead for good. The loop polls such a socket instead.
+        logger()->warn("callback engine: cannot watch socket {}: {}; polling it", s, std::strerror(errno));
+        self->unwatched.insert(s);
+        return 0;
       }
     }
+    self->unwatched.erase(s);
     if (!socketp) curl_multi_assign(self->multi, s, self);
     return 0;
   }
@@ -886,20 +911,28 @@ struct CallbackEngine::Impl {
     call->ex = Exchange{};
     call->ex.options = &options;
     call->ex.handle = h;
-    call->headers =
-        setup_transfer(h, options, call->url, call->token, call->method,
-                       call->has_body ? &call->body : nullptr, true, call->ex, call->errbuf);
-    ++requests;
-    if (const CURLMcode mc = curl_multi_add_handle(multi, h); mc != CURLM_OK) {
+    try {
+      call->headers =
+          setup_transfer(h, options, call->url, call->token, call->method,
+                         call->has_body ? &call->body : nullptr, true, call->ex, call->errbuf);
+      running.emplace(h, std::move(call));  // owned there before curl writes into its exchange
+      ++requests;
+      if (const CURLMcode mc = curl_multi_add_handle(multi, h); mc != CURLM_OK) {
+        call = std::move(running.extract(h).mapped());
+        throw CallbackError(CallbackErrorKind::transport, 0, call->step + ": " + curl_multi_strerror(mc));
+      }
+    } catch (...) {
+      if (!call) {
+        auto node = running.extract(h);
+        if (node.empty()) throw;  // lost in a failed emplace (out of memory): the loop logs it
+        call = std::move(node.mapped());
+      }
       curl_slist_free_all(call->headers);
       call->headers = nullptr;
+      call->handle = nullptr;
       spare.push_back(h);
-      complete(*call, nullptr,
-               std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
-                                                     call->step + ": " + curl_multi_strerror(mc))));
-      return;
+      complete(*call, nullptr, std::current_exception());
     }
-    running.emplace(h, std::move(call));
   }
 
   void land(CURL* h, CURLcode rc) {
@@ -913,6 +946,7 @@ struct CallbackEngine::Impl {
     call->headers = nullptr;
     call->handle = nullptr;
     try {
+      if (call->ex.error) std::rethrow_exception(call->ex.error);  // from a curl callback
       const Verdict v = judge(call->step, std::string_view(call->method) != "POST", call->attempt,
                               call->waited, rc, call->errbuf, call->ex, call->ok, options, rng);
       if (v.accept) {
@@ -922,7 +956,7 @@ struct CallbackEngine::Impl {
       call->waited += v.retry_in;
       retries.emplace(Clock::now() + v.retry_in, std::move(call));
     } catch (...) {
-      complete(*call, nullptr, std::current_exception());
+      if (call) complete(*call, nullptr, std::current_exception());
     }
   }
 
@@ -970,6 +1004,12 @@ struct CallbackEngine::Impl {
     cancel_all();
   }
 
+  void act(curl_socket_t fd, int flags) {
+    int still = 0;
+    if (const CURLMcode mc = curl_multi_socket_action(multi, fd, flags, &still); mc != CURLM_OK)
+      logger()->error("callback engine: curl_multi_socket_action: {}", curl_multi_strerror(mc));
+  }
+
   // One turn: start what may start, wait for sockets, timers or new calls,
   // move the transfers that are ready.
   void step() {
@@ -991,7 +1031,7 @@ struct CallbackEngine::Impl {
     long wait_ms = 1000;
     if (curl_due) wait_ms = std::min(wait_ms, until(*curl_due));
     if (!retries.empty()) wait_ms = std::min(wait_ms, until(retries.begin()->first));
-    if (!waiting.empty() && running.size() < max_transfers) wait_ms = 0;
+    if (!unwatched.empty()) wait_ms = std::min(wait_ms, 10L);
     sleeping.store(true);
     {
       std::lock_guard lock(mutex);  // a call submitted before this is seen; one after wakes us
@@ -1003,7 +1043,6 @@ struct CallbackEngine::Impl {
     sleeping.store(false);
     if (n < 0 && errno != EINTR)
       throw std::runtime_error(std::string("epoll_wait: ") + std::strerror(errno));
-    int still = 0;
     for (int k = 0; k < n; ++k) {
       const int fd = events[k].data.fd;
       if (fd == wake_fd) {
@@ -1015,11 +1054,13 @@ struct CallbackEngine::Impl {
       const int flags = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
                         ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
                         ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-      curl_multi_socket_action(multi, fd, flags, &still);
+      act(fd, flags);
     }
+    for (const curl_socket_t fd : std::vector<curl_socket_t>(unwatched.begin(), unwatched.end()))
+      act(fd, CURL_CSELECT_IN | CURL_CSELECT_OUT);  // curl reads and writes what it can
     if (curl_due && *curl_due <= Clock::now()) {
       curl_due.reset();  // on_timer may set the next one
-      curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &still);
+      act(CURL_SOCKET_TIMEOUT, 0);
     }
     int left = 0;
     while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
