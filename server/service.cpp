@@ -665,17 +665,23 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     iaapi::CallOutcome<std::vector<iaapi::StoredResult>> list;
     iaapi::CallOutcome<iaapi::ImageInfo> info;
     iaapi::Result frame;  // once both have arrived
+    // The create's place among the open invocations, also held until the
+    // callbacks sent for it end: a create answered early (the queue refused
+    // the job) still counts while its callbacks run.
+    std::shared_ptr<const void> slot;
   };
   using CreatePtr = std::shared_ptr<CreateState>;
 
-  // On the io thread: the callbacks go out first, then the enqueue waits
-  // for a pool thread while DPAT answers.
+  // On the io thread: the enqueue is posted to the pool, then the callbacks
+  // that do not wait for it go out on the engine, so DPAT answers while the
+  // job waits for a pool thread and is written.
   void create(const CallPtr& call, const AppConfig& app,
               std::shared_ptr<const iaapi::Invocation> inv) {
     auto st = std::make_shared<CreateState>();
     st->call = call;
     st->app = &app;
     st->inv = std::move(inv);
+    st->slot = call->slot;
     const iaapi::CallbackInfo& cb = st->inv->callback;
     const std::string& slide = st->inv->slide_id;
     st->size_key = cb.url + '\n' + slide;
@@ -683,6 +689,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     // The slide size (when not known yet) and this app's results on the
     // slide depend neither on each other nor on the queue.
     st->waiting = st->size ? 2 : 3;
+    if (!on_pool(call, [this, st] { enqueue_create(st); })) return;  // answered 503, nothing sent
     if (!st->size)
       engine.image_info(cb, slide, [this, st](iaapi::CallOutcome<iaapi::ImageInfo> o) {
         st->info = std::move(o);
@@ -693,17 +700,16 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
                           st->list = std::move(o);
                           arrived(st);
                         });
-    if (!on_pool(call, [this, st] { enqueue_create(st); })) arrived(st);  // answered 503
   }
 
   void enqueue_create(const CreatePtr& st) {
-    JobPayload payload;
-    payload.kind = JobKind::create;
-    payload.application_id = st->app->application_id;
-    payload.slide_id = st->inv->slide_id;
-    payload.received_at = utc_now_iso();
-    payload.invocation = *st->inv;
     try {
+      JobPayload payload;
+      payload.kind = JobKind::create;
+      payload.application_id = st->app->application_id;
+      payload.slide_id = st->inv->slide_id;
+      payload.received_at = utc_now_iso();
+      payload.invocation = *st->inv;
       st->enqueued = enqueue(st->call, *st->app, payload);  // answers 503 itself when it fails
     } catch (...) {
       arrived(st);  // not enqueued: the callbacks' end stores nothing
@@ -717,6 +723,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       std::lock_guard lock(st->mutex);
       if (--st->waiting > 0) return;
     }
+    st->slot.reset();  // the callbacks sent for it have ended; the call's own place stays till its answer
     guarded(st->call, [&] { store_frame(st); });
   }
 

@@ -26,6 +26,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -179,6 +180,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
     CURLM* multi = curl_multi_init();
     int ep = ::epoll_create1(EPOLL_CLOEXEC);
     std::optional<Clock::time_point> due;
+    int failed = 0;  // errno of an epoll_ctl that failed
     static int on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
       auto* l = static_cast<Loop*>(userp);
       if (what == CURL_POLL_REMOVE) {
@@ -190,7 +192,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
       ev.data.fd = s;
       if (::epoll_ctl(l->ep, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0 &&
           ::epoll_ctl(l->ep, socketp ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev) != 0)
-        return -1;
+        l->failed = errno;  // thrown by turn(), not through curl
       if (!socketp) curl_multi_assign(l->multi, s, l);
       return 0;
     }
@@ -203,7 +205,11 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
       return 0;
     }
     Loop() {
-      if (!multi || ep < 0) throw std::runtime_error("bench client: cannot set up curl and epoll");
+      if (!multi || ep < 0) {
+        if (multi) curl_multi_cleanup(multi);
+        if (ep >= 0) ::close(ep);
+        throw std::runtime_error("bench client: cannot set up curl and epoll");
+      }
       curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Loop::on_socket);
       curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
       curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Loop::on_timer);
@@ -213,6 +219,8 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
       curl_multi_cleanup(multi);
       ::close(ep);
     }
+    Loop(const Loop&) = delete;
+    Loop& operator=(const Loop&) = delete;
     // Waits up to 50 ms and moves what is ready.
     void turn() {
       long wait = 50;
@@ -234,6 +242,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
         due.reset();
         curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
       }
+      if (failed) throw std::runtime_error(std::string("bench client: epoll_ctl: ") + std::strerror(failed));
     }
   };
   Loop loop;
