@@ -1,5 +1,6 @@
 #include "iaapi/client.hpp"
 
+#include "iaapi/curl_loop.hpp"
 #include "iaapi/download.hpp"
 #include "iaapi/log.hpp"
 #include "iaapi/multipart.hpp"
@@ -7,15 +8,11 @@
 #include "iaapi/text.hpp"
 
 #include <curl/curl.h>
-#include <sys/epoll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
-#include <array>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -29,7 +26,6 @@
 #include <mutex>
 #include <optional>
 #include <random>
-#include <set>
 #include <thread>
 
 namespace iaserve::iaapi {
@@ -83,10 +79,6 @@ std::shared_ptr<spdlog::logger> logger() {
   return log::get("iaapi");
 }
 
-void global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
 
 const char* reason(long status) {
   switch (status) {
@@ -448,7 +440,7 @@ struct CallbackClient::Impl {
   std::mt19937_64 rng{jitter_seed()};
 
   Impl(CallbackInfo cb, ClientOptions opt) : options(std::move(opt)) {
-    global_init();
+    curl_global_once();
     bind(std::move(cb));
     curl = curl_easy_init();
     if (!curl) throw std::runtime_error("callback client: curl_easy_init failed");
@@ -732,15 +724,9 @@ struct CallbackEngine::Impl {
   };
 
   ClientOptions options;
-  CURLM* multi = nullptr;
-  // The loop waits in epoll on the transfers' sockets (curl tells which, and
-  // for what, through on_socket) and on wake_fd, so a wake-up costs the
-  // sockets that are ready, not a pass over every transfer.
-  int epoll_fd = -1;
-  int wake_fd = -1;
-  std::optional<Clock::time_point> curl_due;  // curl's own timer (on_timer)
-  std::set<curl_socket_t> unwatched;          // epoll refused them: polled every 10 ms
-  std::atomic<bool> sleeping{false};          // in epoll_wait, or about to be
+  CurlLoop loop;  // the transfers' sockets and wake-ups
+  CURLM* multi = loop.multi();
+  std::atomic<bool> sleeping{false};  // in the loop's wait, or about to be
   std::thread thread;
   std::mt19937_64 rng{jitter_seed()};
   std::atomic<std::size_t> in_flight{0};
@@ -762,27 +748,10 @@ struct CallbackEngine::Impl {
   std::vector<CURL*> spare;
 
   Impl(ClientOptions opt, long max_transfers_wanted) : options(std::move(opt)) {
-    global_init();
+    curl_global_once();
     if (options.max_attempts < 1) options.max_attempts = 1;
-    auto fail = [this](const std::string& what) {
-      close_all();
-      throw std::runtime_error("callback engine: cannot set up its event loop: " + what);
-    };
-    if ((epoll_fd = ::epoll_create1(EPOLL_CLOEXEC)) < 0) fail(std::string("epoll: ") + std::strerror(errno));
-    if ((wake_fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
-      fail(std::string("eventfd: ") + std::strerror(errno));
-    epoll_event ev{};
-    ev.events = EPOLLIN;
-    ev.data.fd = wake_fd;
-    if (::epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev) != 0)
-      fail(std::string("epoll_ctl: ") + std::strerror(errno));
-    if (!(multi = curl_multi_init())) fail("curl_multi_init failed");
     max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
-    curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Impl::on_socket);
-    curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
-    curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Impl::on_timer);
-    curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this);
     if (!options.verify_tls)
       logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
     thread = std::thread([this] { run(); });
@@ -791,59 +760,6 @@ struct CallbackEngine::Impl {
   ~Impl() {
     stop(std::chrono::milliseconds(0));
     for (CURL* h : spare) curl_easy_cleanup(h);
-    close_all();
-  }
-
-  void close_all() {
-    if (multi) curl_multi_cleanup(multi);  // may still call on_socket: the fds go after it
-    multi = nullptr;
-    if (epoll_fd >= 0) ::close(epoll_fd);
-    if (wake_fd >= 0) ::close(wake_fd);
-    epoll_fd = wake_fd = -1;
-  }
-
-  void wake() {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const auto n = ::write(wake_fd, &one, sizeof one);  // EAGAIN: already due
-  }
-
-  // curl: watch socket s for `what` (CURL_POLL_IN/OUT/INOUT), or no more.
-  // socketp marks the sockets already in the epoll set.
-  static int on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
-    auto* self = static_cast<Impl*>(userp);
-    if (what == CURL_POLL_REMOVE) {
-      ::epoll_ctl(self->epoll_fd, EPOLL_CTL_DEL, s, nullptr);  // gone already when closed
-      self->unwatched.erase(s);
-      return 0;
-    }
-    epoll_event ev{};
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    ev.data.fd = s;
-    const int first = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    if (::epoll_ctl(self->epoll_fd, first, s, &ev) != 0) {
-      // A number reused after a close curl did not report, either way round.
-      const int again = first == EPOLL_CTL_MOD ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-      if (::epoll_ctl(self->epoll_fd, again, s, &ev) != 0) {
-        // Out of watches (ENOMEM, ENOSPC). Not -1: that would leave the
-        // multi handle dead for good. The loop polls such a socket instead.
-        logger()->warn("callback engine: cannot watch socket {}: {}; polling it", s, std::strerror(errno));
-        self->unwatched.insert(s);
-        return 0;
-      }
-    }
-    self->unwatched.erase(s);
-    if (!socketp) curl_multi_assign(self->multi, s, self);
-    return 0;
-  }
-
-  // curl: call socket_action(CURL_SOCKET_TIMEOUT) in timeout_ms (-1: no timer).
-  static int on_timer(CURLM*, long timeout_ms, void* userp) {
-    auto* self = static_cast<Impl*>(userp);
-    if (timeout_ms < 0)
-      self->curl_due.reset();
-    else
-      self->curl_due = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    return 0;
   }
 
   void stop(std::chrono::milliseconds grace) {
@@ -853,7 +769,7 @@ struct CallbackEngine::Impl {
       drained.wait_for(lock, grace, [this] { return in_flight == 0; });
       cancel_now = true;
     }
-    wake();
+    loop.wake();
     if (thread.joinable()) thread.join();
   }
 
@@ -878,7 +794,7 @@ struct CallbackEngine::Impl {
     }
     // The loop takes new calls before it waits (see step): wake it only
     // when it waits, or is about to, and only from another thread.
-    if (!on_engine && sleeping.exchange(false)) wake();
+    if (!on_engine && sleeping.exchange(false)) loop.wake();
   }
 
   void complete(Call& call, Response* r, std::exception_ptr error, bool counted = true) {
@@ -1004,12 +920,6 @@ struct CallbackEngine::Impl {
     cancel_all();
   }
 
-  void act(curl_socket_t fd, int flags) {
-    int still = 0;
-    if (const CURLMcode mc = curl_multi_socket_action(multi, fd, flags, &still); mc != CURLM_OK)
-      logger()->error("callback engine: curl_multi_socket_action: {}", curl_multi_strerror(mc));
-  }
-
   // One turn: start what may start, wait for sockets, timers or new calls,
   // move the transfers that are ready.
   void step() {
@@ -1023,45 +933,17 @@ struct CallbackEngine::Impl {
       waiting.pop_front();
       launch(std::move(call));  // curl asks for its timer at once
     }
-    auto until = [](Clock::time_point due) {  // whole ms, rounded up
-      const auto left = due - Clock::now();
-      if (left <= Clock::duration::zero()) return 0L;
-      return static_cast<long>(std::chrono::ceil<std::chrono::milliseconds>(left).count());
-    };
-    long wait_ms = 1000;
-    if (curl_due) wait_ms = std::min(wait_ms, until(*curl_due));
-    if (!retries.empty()) wait_ms = std::min(wait_ms, until(retries.begin()->first));
-    if (!unwatched.empty()) wait_ms = std::min(wait_ms, 10L);
+    auto wait = std::chrono::milliseconds(1000);
+    if (!retries.empty())
+      wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(
+                                std::max(retries.begin()->first - Clock::now(), Clock::duration::zero())));
     sleeping.store(true);
     {
       std::lock_guard lock(mutex);  // a call submitted before this is seen; one after wakes us
-      if (!incoming.empty() || cancel_now) wait_ms = 0;
+      if (!incoming.empty() || cancel_now) wait = std::chrono::milliseconds(0);
     }
-    std::array<epoll_event, 64> events;
-    const int n = ::epoll_wait(epoll_fd, events.data(), static_cast<int>(events.size()),
-                               static_cast<int>(wait_ms));
+    loop.turn(wait);
     sleeping.store(false);
-    if (n < 0 && errno != EINTR)
-      throw std::runtime_error(std::string("epoll_wait: ") + std::strerror(errno));
-    for (int k = 0; k < n; ++k) {
-      const int fd = events[k].data.fd;
-      if (fd == wake_fd) {
-        std::uint64_t count = 0;
-        [[maybe_unused]] const auto r = ::read(wake_fd, &count, sizeof count);
-        continue;
-      }
-      const std::uint32_t e = events[k].events;
-      const int flags = ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) |
-                        ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                        ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0);
-      act(fd, flags);
-    }
-    for (const curl_socket_t fd : std::vector<curl_socket_t>(unwatched.begin(), unwatched.end()))
-      act(fd, CURL_CSELECT_IN | CURL_CSELECT_OUT);  // curl reads and writes what it can
-    if (curl_due && *curl_due <= Clock::now()) {
-      curl_due.reset();  // on_timer may set the next one
-      act(CURL_SOCKET_TIMEOUT, 0);
-    }
     int left = 0;
     while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
       if (m->msg != CURLMSG_DONE) continue;

@@ -18,7 +18,6 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,7 +25,6 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -38,6 +36,7 @@
 #include <vector>
 
 #include "bench/common/fs_cost.hpp"
+#include "iaapi/curl_loop.hpp"
 #include "iaapi/decode.hpp"
 #include "iaapi/messages.hpp"
 #include "iaapi/version.hpp"
@@ -160,9 +159,8 @@ struct Next {
 };
 
 // Runs `clients` closed-loop clients on this one thread, over one curl multi
-// handle driven by epoll (keep-alive connections, like a load generator on
-// another machine that costs this one little: a wake-up costs the sockets
-// that are ready, not a pass over every client). Client c's iteration k sends first(c, k),
+// handle driven by epoll (iaapi::CurlLoop; keep-alive connections, like a
+// load generator on another machine that costs this one little). Client c's iteration k sends first(c, k),
 // then then(c, status, answer) for each answer until it returns no request;
 // the iteration's latency runs from its first request to its last answer.
 // Counts iterations ending in the `seconds` after `warmup`; on_start runs
@@ -176,77 +174,8 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
     int k = 0;
     Clock::time_point t0;
   };
-  struct Loop {
-    CURLM* multi = curl_multi_init();
-    int ep = ::epoll_create1(EPOLL_CLOEXEC);
-    std::optional<Clock::time_point> due;
-    int failed = 0;  // errno of an epoll_ctl that failed
-    static int on_socket(CURL*, curl_socket_t s, int what, void* userp, void* socketp) {
-      auto* l = static_cast<Loop*>(userp);
-      if (what == CURL_POLL_REMOVE) {
-        ::epoll_ctl(l->ep, EPOLL_CTL_DEL, s, nullptr);
-        return 0;
-      }
-      epoll_event ev{};
-      ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-      ev.data.fd = s;
-      if (::epoll_ctl(l->ep, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0 &&
-          ::epoll_ctl(l->ep, socketp ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev) != 0)
-        l->failed = errno;  // thrown by turn(), not through curl
-      if (!socketp) curl_multi_assign(l->multi, s, l);
-      return 0;
-    }
-    static int on_timer(CURLM*, long ms, void* userp) {
-      auto* l = static_cast<Loop*>(userp);
-      if (ms < 0)
-        l->due.reset();
-      else
-        l->due = Clock::now() + std::chrono::milliseconds(ms);
-      return 0;
-    }
-    Loop() {
-      if (!multi || ep < 0) {
-        if (multi) curl_multi_cleanup(multi);
-        if (ep >= 0) ::close(ep);
-        throw std::runtime_error("bench client: cannot set up curl and epoll");
-      }
-      curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Loop::on_socket);
-      curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, this);
-      curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Loop::on_timer);
-      curl_multi_setopt(multi, CURLMOPT_TIMERDATA, this);
-    }
-    ~Loop() {
-      curl_multi_cleanup(multi);
-      ::close(ep);
-    }
-    Loop(const Loop&) = delete;
-    Loop& operator=(const Loop&) = delete;
-    // Waits up to 50 ms and moves what is ready.
-    void turn() {
-      long wait = 50;
-      if (due) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*due - Clock::now()).count();
-        wait = std::clamp<long>(left, 0, wait);
-      }
-      epoll_event evs[64];
-      const int n = ::epoll_wait(ep, evs, 64, static_cast<int>(wait));
-      int running = 0;
-      for (int k = 0; k < n; ++k) {
-        const std::uint32_t e = evs[k].events;
-        curl_multi_socket_action(multi, evs[k].data.fd,
-                                 ((e & EPOLLIN) ? CURL_CSELECT_IN : 0) | ((e & EPOLLOUT) ? CURL_CSELECT_OUT : 0) |
-                                     ((e & (EPOLLERR | EPOLLHUP)) ? CURL_CSELECT_ERR : 0),
-                                 &running);
-      }
-      if (due && *due <= Clock::now()) {
-        due.reset();
-        curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-      }
-      if (failed) throw std::runtime_error(std::string("bench client: epoll_ctl: ") + std::strerror(failed));
-    }
-  };
-  Loop loop;
-  CURLM* multi = loop.multi;
+  iaserve::iaapi::CurlLoop loop;
+  CURLM* multi = loop.multi();
   curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(clients) * 2);
   curl_slist* hdr = nullptr;
   for (const auto& h : headers) hdr = curl_slist_append(hdr, h.c_str());
@@ -290,7 +219,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
       measuring = true;
     }
     if (now >= t_end) break;
-    loop.turn();
+    loop.turn(std::chrono::milliseconds(50));
     int left = 0;
     while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
       if (m->msg != CURLMSG_DONE) continue;
