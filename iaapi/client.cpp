@@ -301,12 +301,8 @@ size_t guarded_callback(char* data, size_t size, size_t n, void* user) {
     return 0;
   }
 }
-size_t on_header(char* data, size_t size, size_t n, void* user) {
-  return guarded_callback<header_line>(data, size, n, user);
-}
-size_t on_body(char* data, size_t size, size_t n, void* user) {
-  return guarded_callback<body_part>(data, size, n, user);
-}
+constexpr auto on_header = &guarded_callback<header_line>;
+constexpr auto on_body = &guarded_callback<body_part>;
 
 int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
   auto* ex = static_cast<Exchange*>(user);
@@ -355,9 +351,9 @@ curl_slist* setup_transfer(CURL* h, const ClientOptions& options, const std::str
   curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
   if (!options.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, options.ca_file.c_str());
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &on_header);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &ex);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &on_body);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &ex);
   if (options.cancelled) {
     curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
@@ -724,8 +720,7 @@ struct CallbackEngine::Impl {
   };
 
   ClientOptions options;
-  CurlLoop loop;  // the transfers' sockets and wake-ups
-  CURLM* multi = loop.multi();
+  CurlLoop loop;  // the transfers' sockets and wake-ups; loop.multi() drives them
   std::atomic<bool> sleeping{false};  // in the loop's wait, or about to be
   std::thread thread;
   std::mt19937_64 rng{jitter_seed()};
@@ -751,7 +746,7 @@ struct CallbackEngine::Impl {
     curl_global_once();
     if (options.max_attempts < 1) options.max_attempts = 1;
     max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
-    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
+    curl_multi_setopt(loop.multi(), CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
     if (!options.verify_tls)
       logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
     thread = std::thread([this] { run(); });
@@ -833,7 +828,7 @@ struct CallbackEngine::Impl {
                          call->has_body ? &call->body : nullptr, true, call->ex, call->errbuf);
       running.emplace(h, std::move(call));  // owned there before curl writes into its exchange
       ++requests;
-      if (const CURLMcode mc = curl_multi_add_handle(multi, h); mc != CURLM_OK) {
+      if (const CURLMcode mc = curl_multi_add_handle(loop.multi(), h); mc != CURLM_OK) {
         call = std::move(running.extract(h).mapped());
         throw CallbackError(CallbackErrorKind::transport, 0, call->step + ": " + curl_multi_strerror(mc));
       }
@@ -853,7 +848,7 @@ struct CallbackEngine::Impl {
 
   void land(CURL* h, CURLcode rc) {
     auto node = running.extract(h);
-    curl_multi_remove_handle(multi, h);
+    curl_multi_remove_handle(loop.multi(), h);
     spare.push_back(h);
     if (node.empty()) return;
     std::unique_ptr<Call> call = std::move(node.mapped());
@@ -883,7 +878,7 @@ struct CallbackEngine::Impl {
                    CallbackError(CallbackErrorKind::cancelled, 0, call->step + ": cancelled")));
     };
     for (auto& [h, call] : running) {
-      curl_multi_remove_handle(multi, h);
+      curl_multi_remove_handle(loop.multi(), h);
       curl_slist_free_all(call->headers);
       spare.push_back(h);
       cancel(call);
@@ -945,7 +940,7 @@ struct CallbackEngine::Impl {
     loop.turn(wait);
     sleeping.store(false);
     int left = 0;
-    while (CURLMsg* m = curl_multi_info_read(multi, &left)) {
+    while (CURLMsg* m = curl_multi_info_read(loop.multi(), &left)) {
       if (m->msg != CURLMSG_DONE) continue;
       CURL* h = m->easy_handle;
       const CURLcode rc = m->data.result;
