@@ -32,6 +32,15 @@ CallbackInfo info_for(const TestServer& s) {
   return {s.url() + "/api/v1/", kToken};
 }
 
+// A server answering every request with this JSON after `delay`.
+auto answers_after(std::chrono::milliseconds delay, int status, std::string body) {
+  return [delay, status, body = std::move(body)](const Received&, std::size_t) {
+    Reply r = Reply::json(status, body);
+    r.delay = delay;
+    return r;
+  };
+}
+
 // Starts one call and waits (bounded) for its outcome.
 template <class T, class Start>
 CallOutcome<T> await(Start start) {
@@ -122,11 +131,7 @@ TEST_CASE("engine: its routes send the client's method, path, headers and bodies
 }
 
 TEST_CASE("engine: many calls at once share at most max_transfers connections", "[engine]") {
-  TestServer server([](const Received&, std::size_t) {
-    Reply r = Reply::json(200, "[]");
-    r.delay = 30ms;
-    return r;
-  });
+  TestServer server(answers_after(30ms, 200, "[]"));
   CallbackEngine engine(fast(), 3);
   const auto cb = info_for(server);
   constexpr int kCalls = 24;
@@ -246,11 +251,7 @@ TEST_CASE("engine: stop lets calls finish within the grace, then cancels the res
 
 TEST_CASE("engine: stop gives calls in flight their grace, and the next call of a sequence too",
           "[engine][stop]") {
-  TestServer server([](const Received&, std::size_t) {
-    Reply r = Reply::json(200, "[]");
-    r.delay = 150ms;
-    return r;
-  });
+  TestServer server(answers_after(150ms, 200, "[]"));
   CallbackEngine engine(fast(), 4);
   const auto cb = info_for(server);
   auto second = std::make_shared<std::promise<CallOutcome<std::vector<StoredResult>>>>();
@@ -303,11 +304,7 @@ TEST_CASE("engine: a call waiting to retry holds up no other call", "[engine][re
 
 TEST_CASE("engine: calls waiting for a place do not spend their timeout waiting",
           "[engine][timeout]") {
-  TestServer server([](const Received&, std::size_t) {
-    Reply r = Reply::json(201, json_text(to_json(stored(frame("s1"), 1, "v1"))));
-    r.delay = 300ms;
-    return r;
-  });
+  TestServer server(answers_after(300ms, 201, json_text(to_json(stored(frame("s1"), 1, "v1")))));
   auto o = fast();
   o.total_timeout = 700ms;  // each request takes 300 ms; four in a row 1.2 s
   CallbackEngine engine(o, 1);
