@@ -1,6 +1,7 @@
 #include "iaapi/client.hpp"
 
 #include "iaapi/curl_loop.hpp"
+#include "iaapi/exchange.hpp"
 #include "iaapi/download.hpp"
 #include "iaapi/log.hpp"
 #include "iaapi/multipart.hpp"
@@ -198,20 +199,11 @@ std::string lower(std::string s) {
 
 // ---- one HTTP exchange -------------------------------------------------------
 
-struct Response {
-  long status = 0;
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
-  std::string body;
-  std::string header(std::string_view name) const {
-    for (auto& [n, v] : headers)
-      if (n == name) return v;
-    return {};
-  }
-};
+using detail::Response;
 
 // Jitter needs spread between clients, not secrecy: a clock and counter seed
 // avoids opening the kernel's random device for every client (one per create).
-static std::uint64_t jitter_seed() {
+std::uint64_t detail::jitter_seed() {
   static std::atomic<std::uint64_t> counter{0};
   auto now = static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   return now ^ (++counter * 0x9E3779B97F4A7C15ull);
@@ -366,41 +358,60 @@ curl_slist* setup_transfer(CURL* h, const ClientOptions& options, const std::str
   return headers;
 }
 
-// What to do with an attempt's outcome: take the answer, or try again after
-// retry_in; the outcomes that end the call throw CallbackError (its message
-// names the step and the status, never the token). `waited` is the time
-// spent between the call's attempts so far.
-struct Verdict {
-  bool accept = false;
-  std::chrono::milliseconds retry_in{0};
-};
-Verdict judge(const std::string& step, bool idempotent, int attempt, std::chrono::milliseconds waited, CURLcode rc,
-              const char* errbuf, const Exchange& ex, const std::vector<long>& ok, const ClientOptions& options,
-              std::mt19937_64& rng) {
+// The attempt as the shared rules see it.
+detail::Attempt curl_attempt(CURLcode rc, const char* errbuf, const Exchange& ex) {
+  using detail::Failure;
+  detail::Attempt a;
+  a.response = &ex.response;
+  if (rc == CURLE_OK) return a;
+  if (rc == CURLE_ABORTED_BY_CALLBACK) {
+    a.failure = Failure::cancelled;
+  } else if (ex.too_large) {
+    a.failure = Failure::too_large;
+  } else {
+    a.what = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
+    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_UNSUPPORTED_PROTOCOL ||
+        rc == CURLE_URL_MALFORMAT)
+      a.failure = Failure::fatal;
+    else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST)
+      a.failure = Failure::unreached;
+    else
+      a.failure = Failure::other;
+  }
+  return a;
+}
+
+}  // namespace
+
+std::exception_ptr detail::cancelled_error(const std::string& step) {
+  return std::make_exception_ptr(CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled"));
+}
+
+detail::Verdict detail::judge(const std::string& step, bool idempotent, int attempt,
+                              std::chrono::milliseconds waited, const Attempt& a, const std::vector<long>& ok,
+                              const ClientOptions& options, std::mt19937_64& rng) {
   std::string what;  // failure text when retryable
   long status = 0;
   bool retryable = false;
   std::optional<std::chrono::milliseconds> retry_after;
-  if (rc != CURLE_OK) {
-    if (rc == CURLE_ABORTED_BY_CALLBACK) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
-    if (ex.too_large)
-      throw CallbackError(CallbackErrorKind::protocol, ex.response.status,
+  if (a.failure != Failure::none) {
+    if (a.failure == Failure::cancelled) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+    if (a.failure == Failure::too_large)
+      throw CallbackError(CallbackErrorKind::protocol, a.response ? a.response->status : 0,
                           step + ": answer larger than " + std::to_string(options.max_body_bytes) + " bytes");
-    what = errbuf[0] ? std::string(errbuf) : curl_easy_strerror(rc);
-    if (rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE || rc == CURLE_UNSUPPORTED_PROTOCOL ||
-        rc == CURLE_URL_MALFORMAT) {
-      throw CallbackError(CallbackErrorKind::transport, 0, step + ": " + what);
-    }
-    retryable = idempotent || rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST;
+    what = a.what;
+    if (a.failure == Failure::fatal) throw CallbackError(CallbackErrorKind::transport, 0, step + ": " + what);
+    retryable = idempotent || a.failure == Failure::unreached;
   } else {
-    status = ex.response.status;
+    const Response& r = *a.response;
+    status = r.status;
     if (std::find(ok.begin(), ok.end(), status) != ok.end()) return Verdict{true, {}};
     what = status_text(status);
-    const std::string detail = error_detail(ex.response.body);
+    const std::string detail = error_detail(r.body);
     if (!detail.empty()) what += ": " + detail;
     if (status == 429 || status >= 500) {
       retryable = idempotent || status == 429 || status == 503;
-      retry_after = parse_retry_after(ex.response.header("retry-after"));
+      retry_after = parse_retry_after(r.header("retry-after"));
     } else {
       throw CallbackError(kind_for(status), status, step + ": " + what);
     }
@@ -425,15 +436,13 @@ Verdict judge(const std::string& step, bool idempotent, int attempt, std::chrono
   return Verdict{false, delay};
 }
 
-}  // namespace
-
 struct CallbackClient::Impl {
   CallbackInfo callback;
   ClientOptions options;
   std::string base;  // callback.url without trailing '/'
   CURL* curl = nullptr;  // its kept-alive connection lives in it
   std::uint64_t requests = 0;
-  std::mt19937_64 rng{jitter_seed()};
+  std::mt19937_64 rng{detail::jitter_seed()};
 
   Impl(CallbackInfo cb, ClientOptions opt) : options(std::move(opt)) {
     curl_global_once();
@@ -524,7 +533,8 @@ struct CallbackClient::Impl {
       if (sink && (rc != CURLE_OK || ex.error || !ex.sink_started)) sink->abort();
       if (ex.error) rethrow_with_step(step, ex.error);
 
-      const Verdict v = judge(step, idempotent, attempt, waited, rc, errbuf, ex, ok_list, options, rng);
+      const detail::Verdict v =
+          detail::judge(step, idempotent, attempt, waited, curl_attempt(rc, errbuf, ex), ok_list, options, rng);
       if (v.accept) return std::move(ex.response);
       const auto delay = v.retry_in;
       sleep_for(delay, step);
@@ -699,211 +709,173 @@ std::vector<std::filesystem::path> CallbackClient::download_files(
 
 }  // namespace iaserve::iaapi
 
-// ---- the engine: many calls on one thread ---------------------------------------
+
+// ---- the engine: many calls, each lane on one thread ---------------------------
 
 namespace iaserve::iaapi {
 
-struct CallbackEngine::Impl {
-  // One call, through its attempts.
-  struct Call {
-    std::string url, token, step, body;
-    const char* method = "GET";
-    bool has_body = false;
-    std::vector<long> ok;
-    std::function<void(Response*, std::exception_ptr)> done;
-    int attempt = 0;
-    std::chrono::milliseconds waited{0};
-    CURL* handle = nullptr;
+void detail::EngineCore::complete(EngineCall& call, Response* r, std::exception_ptr error, bool counted) {
+  try {
+    call.done(r, std::move(error));
+  } catch (const std::exception& e) {
+    logger()->error("{}: completion threw: {}", call.step, e.what());
+  } catch (...) {
+    logger()->error("{}: completion threw", call.step);
+  }
+  if (!counted) return;
+  std::lock_guard lock(mutex);
+  if (--in_flight == 0) drained.notify_all();
+}
+
+namespace {
+
+using detail::EngineCall;
+using detail::EngineCore;
+
+// Every call curl carries (https, or any call when a proxy is configured):
+// one curl multi handle driven by epoll.
+class CurlLane final : public detail::EngineLane {
+ public:
+  CurlLane(EngineCore& core, std::size_t max_transfers) : core_(core), max_transfers_(max_transfers) {
+    curl_multi_setopt(loop_.multi(), CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers_));
+    thread_ = std::thread([this] { run(); });
+  }
+  ~CurlLane() override {
+    finish();
+    for (CURL* h : spare_) curl_easy_cleanup(h);
+  }
+
+  bool on_thread() const override { return std::this_thread::get_id() == thread_.get_id(); }
+
+  void take(std::unique_ptr<EngineCall> call) override {
+    incoming_.push_back(std::move(call));
+    // The loop takes new calls before it waits (see step): wake it only
+    // when it waits, or is about to, and only from another thread.
+    if (!on_thread() && sleeping_.exchange(false)) loop_.wake();
+  }
+
+  void finish() override {
+    loop_.wake();
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  struct Transfer {
+    std::unique_ptr<EngineCall> call;
     curl_slist* headers = nullptr;
     Exchange ex;
     char errbuf[CURL_ERROR_SIZE] = {};
   };
 
-  ClientOptions options;
-  CurlLoop loop;  // the transfers' sockets and wake-ups; loop.multi() drives them
-  std::atomic<bool> sleeping{false};  // in the loop's wait, or about to be
-  std::thread thread;
-  std::mt19937_64 rng{jitter_seed()};
-  std::atomic<std::size_t> in_flight{0};
-  std::atomic<std::uint64_t> requests{0};
-
-  std::mutex mutex;  // guards incoming, accepting, cancel_now
-  std::condition_variable drained;
-  std::vector<std::unique_ptr<Call>> incoming;
-  bool accepting = true;
-  bool cancel_now = false;
+  EngineCore& core_;
+  CurlLoop loop_;  // the transfers' sockets and wake-ups; loop_.multi() drives them
+  std::atomic<bool> sleeping_{false};  // in the loop's wait, or about to be
+  std::thread thread_;
+  std::mt19937_64 rng_{detail::jitter_seed()};
+  std::vector<std::unique_ptr<EngineCall>> incoming_;  // guarded by core_.mutex
 
   // The thread's own.
-  std::unordered_map<CURL*, std::unique_ptr<Call>> running;
-  std::multimap<Clock::time_point, std::unique_ptr<Call>> retries;
+  std::unordered_map<CURL*, std::unique_ptr<Transfer>> running_;
+  std::multimap<Clock::time_point, std::unique_ptr<EngineCall>> retries_;
   // Calls waiting for one of the max_transfers places: they wait here, not
   // inside curl, so their timeouts start when their requests do.
-  std::deque<std::unique_ptr<Call>> waiting;
-  std::size_t max_transfers = 16;
-  std::vector<CURL*> spare;
+  std::deque<std::unique_ptr<EngineCall>> waiting_;
+  std::size_t max_transfers_ = 16;
+  std::vector<CURL*> spare_;
 
-  Impl(ClientOptions opt, long max_transfers_wanted) : options(std::move(opt)) {
-    curl_global_once();
-    if (options.max_attempts < 1) options.max_attempts = 1;
-    max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
-    curl_multi_setopt(loop.multi(), CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers));
-    if (!options.verify_tls)
-      logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
-    thread = std::thread([this] { run(); });
-  }
-
-  ~Impl() {
-    stop(std::chrono::milliseconds(0));
-    for (CURL* h : spare) curl_easy_cleanup(h);
-  }
-
-  void stop(std::chrono::milliseconds grace) {
-    {
-      std::unique_lock lock(mutex);
-      accepting = false;
-      drained.wait_for(lock, grace, [this] { return in_flight == 0; });
-      cancel_now = true;
-    }
-    loop.wake();
-    if (thread.joinable()) thread.join();
-  }
-
-  // A call started from a completion (the next step of a sequence) is still
-  // taken while stop() gives the calls in flight their grace; others not.
-  void submit(std::unique_ptr<Call> call) {
-    const bool on_engine = std::this_thread::get_id() == thread.get_id();
-    {
-      std::lock_guard lock(mutex);
-      const bool continuation = on_engine && !cancel_now;
-      if (accepting || continuation) {
-        ++in_flight;
-        incoming.push_back(std::move(call));
-      }
-    }
-    if (call) {  // not taken: the engine is stopping
-      complete(*call, nullptr,
-               std::make_exception_ptr(
-                   CallbackError(CallbackErrorKind::cancelled, 0, call->step + ": cancelled")),
-               false);
-      return;
-    }
-    // The loop takes new calls before it waits (see step): wake it only
-    // when it waits, or is about to, and only from another thread.
-    if (!on_engine && sleeping.exchange(false)) loop.wake();
-  }
-
-  void complete(Call& call, Response* r, std::exception_ptr error, bool counted = true) {
-    try {
-      call.done(r, std::move(error));
-    } catch (const std::exception& e) {
-      logger()->error("{}: completion threw: {}", call.step, e.what());
-    } catch (...) {
-      logger()->error("{}: completion threw", call.step);
-    }
-    if (!counted) return;
-    std::lock_guard lock(mutex);
-    if (--in_flight == 0) drained.notify_all();
-  }
-
-  void launch(std::unique_ptr<Call> call) {
+  void launch(std::unique_ptr<EngineCall> call) {
     CURL* h = nullptr;
-    if (!spare.empty()) {
-      h = spare.back();
-      spare.pop_back();
+    if (!spare_.empty()) {
+      h = spare_.back();
+      spare_.pop_back();
       curl_easy_reset(h);
     } else if (!(h = curl_easy_init())) {
-      complete(*call, nullptr,
-               std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
-                                                     call->step + ": curl_easy_init failed")));
+      core_.complete(*call, nullptr,
+                     std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
+                                                           call->step + ": curl_easy_init failed")));
       return;
     }
     ++call->attempt;
-    call->handle = h;
-    call->ex = Exchange{};
-    call->ex.options = &options;
-    call->ex.handle = h;
+    auto t = std::make_unique<Transfer>();
+    t->call = std::move(call);
+    t->ex.options = &core_.options;
+    t->ex.handle = h;
+    Transfer* raw = t.get();
     try {
-      call->headers =
-          setup_transfer(h, options, call->url, call->token, call->method,
-                         call->has_body ? &call->body : nullptr, true, call->ex, call->errbuf);
-      running.emplace(h, std::move(call));  // owned there before curl writes into its exchange
-      ++requests;
-      if (const CURLMcode mc = curl_multi_add_handle(loop.multi(), h); mc != CURLM_OK) {
-        call = std::move(running.extract(h).mapped());
-        throw CallbackError(CallbackErrorKind::transport, 0, call->step + ": " + curl_multi_strerror(mc));
+      EngineCall& c = *raw->call;
+      raw->headers = setup_transfer(h, core_.options, c.url, c.token, c.method, c.has_body ? &c.body : nullptr,
+                                    true, raw->ex, raw->errbuf);
+      running_.emplace(h, std::move(t));  // owned there before curl writes into its exchange
+      ++core_.requests;
+      if (const CURLMcode mc = curl_multi_add_handle(loop_.multi(), h); mc != CURLM_OK) {
+        t = std::move(running_.extract(h).mapped());
+        throw CallbackError(CallbackErrorKind::transport, 0, c.step + ": " + curl_multi_strerror(mc));
       }
     } catch (...) {
-      if (!call) {
-        auto node = running.extract(h);
+      if (!t) {
+        auto node = running_.extract(h);
         if (node.empty()) throw;  // lost in a failed emplace (out of memory): the loop logs it
-        call = std::move(node.mapped());
+        t = std::move(node.mapped());
       }
-      curl_slist_free_all(call->headers);
-      call->headers = nullptr;
-      call->handle = nullptr;
-      spare.push_back(h);
-      complete(*call, nullptr, std::current_exception());
+      curl_slist_free_all(t->headers);
+      spare_.push_back(h);
+      core_.complete(*t->call, nullptr, std::current_exception());
     }
   }
 
   void land(CURL* h, CURLcode rc) {
-    auto node = running.extract(h);
-    curl_multi_remove_handle(loop.multi(), h);
-    spare.push_back(h);
+    auto node = running_.extract(h);
+    curl_multi_remove_handle(loop_.multi(), h);
+    spare_.push_back(h);
     if (node.empty()) return;
-    std::unique_ptr<Call> call = std::move(node.mapped());
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &call->ex.response.status);
-    curl_slist_free_all(call->headers);
-    call->headers = nullptr;
-    call->handle = nullptr;
+    std::unique_ptr<Transfer> t = std::move(node.mapped());
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &t->ex.response.status);
+    curl_slist_free_all(t->headers);
+    EngineCall& call = *t->call;
     try {
-      if (call->ex.error) std::rethrow_exception(call->ex.error);  // from a curl callback
-      const Verdict v = judge(call->step, std::string_view(call->method) != "POST", call->attempt,
-                              call->waited, rc, call->errbuf, call->ex, call->ok, options, rng);
+      if (t->ex.error) std::rethrow_exception(t->ex.error);  // from a curl callback
+      const detail::Verdict v =
+          detail::judge(call.step, std::string_view(call.method) != "POST", call.attempt, call.waited,
+                        curl_attempt(rc, t->errbuf, t->ex), call.ok, core_.options, rng_);
       if (v.accept) {
-        complete(*call, &call->ex.response, nullptr);
+        core_.complete(call, &t->ex.response, nullptr);
         return;
       }
-      call->waited += v.retry_in;
-      retries.emplace(Clock::now() + v.retry_in, std::move(call));
+      call.waited += v.retry_in;
+      retries_.emplace(Clock::now() + v.retry_in, std::move(t->call));
     } catch (...) {
-      if (call) complete(*call, nullptr, std::current_exception());
+      if (t->call) core_.complete(*t->call, nullptr, std::current_exception());
     }
   }
 
   void cancel_all() {
-    auto cancel = [this](std::unique_ptr<Call>& call) {
-      complete(*call, nullptr,
-               std::make_exception_ptr(
-                   CallbackError(CallbackErrorKind::cancelled, 0, call->step + ": cancelled")));
-    };
-    for (auto& [h, call] : running) {
-      curl_multi_remove_handle(loop.multi(), h);
-      curl_slist_free_all(call->headers);
-      spare.push_back(h);
-      cancel(call);
+    for (auto& [h, t] : running_) {
+      curl_multi_remove_handle(loop_.multi(), h);
+      curl_slist_free_all(t->headers);
+      spare_.push_back(h);
+      core_.cancel(*t->call);
     }
-    running.clear();
-    for (auto& [due, call] : retries) cancel(call);
-    retries.clear();
-    for (auto& call : waiting) cancel(call);
-    waiting.clear();
+    running_.clear();
+    for (auto& [due, call] : retries_) core_.cancel(*call);
+    retries_.clear();
+    for (auto& call : waiting_) core_.cancel(*call);
+    waiting_.clear();
     // Completions run above start no more calls (cancel_now is set).
-    std::vector<std::unique_ptr<Call>> left;
+    std::vector<std::unique_ptr<EngineCall>> left;
     {
-      std::lock_guard lock(mutex);
-      left.swap(incoming);
+      std::lock_guard lock(core_.mutex);
+      left.swap(incoming_);
     }
-    for (auto& call : left) cancel(call);
+    for (auto& call : left) core_.cancel(*call);
   }
 
   void run() {
     for (;;) {
       {
-        std::lock_guard lock(mutex);
-        if (cancel_now) break;
-        for (auto& call : incoming) waiting.push_back(std::move(call));
-        incoming.clear();
+        std::lock_guard lock(core_.mutex);
+        if (core_.cancel_now) break;
+        for (auto& call : incoming_) waiting_.push_back(std::move(call));
+        incoming_.clear();
       }
       try {
         step();
@@ -919,39 +891,89 @@ struct CallbackEngine::Impl {
   // move the transfers that are ready.
   void step() {
     const auto now = Clock::now();
-    while (!retries.empty() && retries.begin()->first <= now) {
-      waiting.push_back(std::move(retries.begin()->second));
-      retries.erase(retries.begin());
+    while (!retries_.empty() && retries_.begin()->first <= now) {
+      waiting_.push_back(std::move(retries_.begin()->second));
+      retries_.erase(retries_.begin());
     }
-    while (!waiting.empty() && running.size() < max_transfers) {
-      auto call = std::move(waiting.front());
-      waiting.pop_front();
+    while (!waiting_.empty() && running_.size() < max_transfers_) {
+      auto call = std::move(waiting_.front());
+      waiting_.pop_front();
       launch(std::move(call));  // curl asks for its timer at once
     }
     auto wait = std::chrono::milliseconds(1000);
-    if (!retries.empty())
+    if (!retries_.empty())
       wait = std::min(wait, std::chrono::ceil<std::chrono::milliseconds>(
-                                std::max(retries.begin()->first - Clock::now(), Clock::duration::zero())));
-    sleeping.store(true);
+                                std::max(retries_.begin()->first - Clock::now(), Clock::duration::zero())));
+    sleeping_.store(true);
     {
-      std::lock_guard lock(mutex);  // a call submitted before this is seen; one after wakes us
-      if (!incoming.empty() || cancel_now) wait = std::chrono::milliseconds(0);
+      std::lock_guard lock(core_.mutex);  // a call taken before this is seen; one after wakes us
+      if (!incoming_.empty() || core_.cancel_now) wait = std::chrono::milliseconds(0);
     }
-    loop.turn(wait);
-    sleeping.store(false);
+    loop_.turn(wait);
+    sleeping_.store(false);
     int left = 0;
-    while (CURLMsg* m = curl_multi_info_read(loop.multi(), &left)) {
+    while (CURLMsg* m = curl_multi_info_read(loop_.multi(), &left)) {
       if (m->msg != CURLMSG_DONE) continue;
       CURL* h = m->easy_handle;
       const CURLcode rc = m->data.result;
       land(h, rc);  // m is invalid from here on
     }
   }
+};
+
+}  // namespace
+
+struct CallbackEngine::Impl {
+  EngineCore core;
+  std::unique_ptr<CurlLane> curl;
+  std::unique_ptr<detail::EngineLane> http;  // plain http://, when no proxy is configured
+
+  Impl(ClientOptions opt, long max_transfers_wanted) {
+    curl_global_once();
+    core.options = std::move(opt);
+    if (core.options.max_attempts < 1) core.options.max_attempts = 1;
+    const auto max_transfers = static_cast<std::size_t>(std::max(max_transfers_wanted, 1L));
+    if (!core.options.verify_tls)
+      logger()->warn("TLS certificate verification of the DPAT callback API is OFF");
+    curl = std::make_unique<CurlLane>(core, max_transfers);
+    http = detail::make_http_lane(core, max_transfers);
+  }
+
+  ~Impl() { stop(std::chrono::milliseconds(0)); }
+
+  void stop(std::chrono::milliseconds grace) {
+    {
+      std::unique_lock lock(core.mutex);
+      core.accepting = false;
+      core.drained.wait_for(lock, grace, [this] { return core.in_flight == 0; });
+      core.cancel_now = true;
+    }
+    curl->finish();
+    if (http) http->finish();
+  }
+
+  // A call started from a completion (the next step of a sequence) is still
+  // taken while stop() gives the calls in flight their grace; others not.
+  void submit(std::unique_ptr<EngineCall> call) {
+    const bool on_engine = curl->on_thread() || (http && http->on_thread());
+    detail::EngineLane& lane =
+        http && detail::http_lane_serves(call->url) ? *http : static_cast<detail::EngineLane&>(*curl);
+    {
+      std::lock_guard lock(core.mutex);
+      const bool continuation = on_engine && !core.cancel_now;
+      if (core.accepting || continuation) {
+        ++core.in_flight;
+        lane.take(std::move(call));
+        return;
+      }
+    }
+    core.complete(*call, nullptr, detail::cancelled_error(call->step), false);  // the engine is stopping
+  }
 
   template <class T>
   void send(const CallbackInfo& cb, const char* method, std::string path, const std::string* body,
             std::vector<long> ok, Done<T> done) {
-    auto call = std::make_unique<Call>();
+    auto call = std::make_unique<EngineCall>();
     std::string base = cb.url;
     while (!base.empty() && base.back() == '/') base.pop_back();
     if (base.empty()) throw std::invalid_argument("callback engine: empty callback url");
@@ -992,10 +1014,10 @@ void CallbackEngine::stop(std::chrono::milliseconds grace) {
   impl_->stop(grace);
 }
 std::size_t CallbackEngine::in_flight() const {
-  return impl_->in_flight;
+  return impl_->core.in_flight;
 }
 std::uint64_t CallbackEngine::requests_sent() const {
-  return impl_->requests;
+  return impl_->core.requests;
 }
 
 void CallbackEngine::list_results(const CallbackInfo& cb, std::string_view app_id,

@@ -159,12 +159,15 @@ struct CallOutcome {
 };
 
 // Callbacks without a thread per request, for a server answering many
-// invocations at once: one thread drives every transfer over one curl multi
-// handle (connections kept alive; at most max_transfers requests at once,
-// all hosts together: more wait in line, their timeouts starting when their
-// requests do) and runs each call's completion on that thread, so
-// completions must be quick and must not block. Same headers, timeouts, TLS,
-// retries (on a timer, no thread asleep) and error texts as CallbackClient.
+// invocations at once. Two lanes, each one thread: plain http:// calls go
+// over Asio (Beast), https:// calls, and all calls when a proxy is set in
+// the environment (http_proxy, all_proxy), over one curl multi handle. In
+// each lane connections are kept alive and at most max_transfers requests
+// run at once, all hosts together: more wait in line, their timeouts
+// starting when their requests do. A call's completion runs on its lane's
+// thread, so completions must be quick and must not block. Same headers,
+// timeouts, TLS, retries (on a timer, no thread asleep) and error texts as
+// CallbackClient; ClientOptions::cancelled is checked before each attempt.
 // Thread-safe: any thread may start calls. A completion may start the next
 // call of a sequence (taken even while stop() gives its grace) but must not
 // stop or destroy the engine; nor may one thread destroy it while another

@@ -4,8 +4,9 @@
 //
 // Nothing blocking runs on the io threads: queue writes (fsync) run on a
 // bounded pool (server.callback_pool_threads); the callbacks of create and
-// modify run on one engine thread over at most server.callback_connections
-// connections, holding no thread while DPAT answers. At most
+// modify run on the callback engine (one thread for http://, one for
+// https://) over at most server.callback_connections connections each,
+// holding no thread while DPAT answers. At most
 // callback_pool_threads + max_pending_callbacks creates and modifies wait
 // for either; past that 503. Every answer is JSON
 // with X-Sectra-ApiVersion and X-Sectra-SoftwareVersion; errors are

@@ -1,8 +1,11 @@
-// The callback engine (many calls on one thread) against a real HTTP server
-// on loopback: its four routes, keep-alive within the per-host limit, retries
-// on a timer, error kinds and texts as the blocking client's, and stopping.
+// The callback engine against real servers on loopback: its four routes,
+// keep-alive within the per-host limit, retries on a timer, error kinds and
+// texts as the blocking client's, and stopping. Plain http:// goes through
+// its Asio lane; https://, and http:// when a proxy is configured, through
+// curl: both are tested here.
 #include "iaapi/client.hpp"
 #include "iaapi/result_builder.hpp"
+#include "tests/support/process.hpp"
 #include "tests/unit/client/fixtures.hpp"
 #include "tests/unit/client/test_server.hpp"
 
@@ -11,7 +14,9 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
+#include <cstdlib>
 #include <future>
+#include <optional>
 #include <thread>
 
 using namespace iaserve::iaapi;
@@ -323,4 +328,140 @@ TEST_CASE("engine: calls waiting for a place do not spend their timeout waiting"
   }
   CHECK(server.request_count() == 4);
   CHECK(server.connection_count() == 1);
+}
+
+TEST_CASE("engine: a kept-alive connection DPAT closed meanwhile is replaced, the POST sent once",
+          "[engine][keepalive]") {
+  // Each answer keeps the connection alive by its headers, then the server
+  // closes it: the next request finds it dead before anything came back.
+  TestServer server([](const Received&, std::size_t i) {
+    Reply r = Reply::json(201, json_text(to_json(stored(frame("s1"), static_cast<std::int64_t>(i + 1), "v1"))));
+    r.close = true;
+    return r;
+  });
+  CallbackEngine engine(fast(), 4);
+  const auto cb = info_for(server);
+  for (int i = 0; i < 3; ++i) {
+    auto o = await<StoredResult>([&](auto done) { engine.create_result(cb, "tissue", frame("s1"), done); });
+    if (o.error) FAIL(error_of(o.error).what());
+    REQUIRE(o.value);
+    CHECK(o.value->id == i + 1);
+    std::this_thread::sleep_for(20ms);  // the close reaches the engine's side first
+  }
+  CHECK(server.request_count() == 3);  // a POST is never sent twice
+  CHECK(server.connection_count() == 3);
+  CHECK(engine.requests_sent() == 3);
+}
+
+TEST_CASE("engine: timeouts and oversized answers end calls with the client's kinds and texts",
+          "[engine][errors]") {
+  SECTION("no answer within total_timeout: transport, after the retries") {
+    TestServer server([](const Received&, std::size_t) {
+      Reply r = Reply::json(200, "[]");
+      r.hang = true;
+      return r;
+    });
+    auto o = fast();
+    o.total_timeout = 200ms;
+    o.max_attempts = 2;
+    CallbackEngine engine(o);
+    auto r = await<std::vector<StoredResult>>(
+        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto e = error_of(r.error);
+    CHECK(e.kind() == CallbackErrorKind::transport);
+    CHECK_THAT(e.what(), Catch::Matchers::StartsWith("GET /applications/tissue/results/slide/s1: Operation timed out") &&
+                             Catch::Matchers::EndsWith("(after 2 attempts)"));
+    CHECK(server.request_count() == 2);
+  }
+  SECTION("an answer over max_body_bytes: protocol, not retried") {
+    TestServer server([](const Received&, std::size_t) { return Reply::json(200, "[" + std::string(5000, ' ') + "]"); });
+    auto o = fast();
+    o.max_body_bytes = 4096;
+    CallbackEngine engine(o);
+    auto r = await<std::vector<StoredResult>>(
+        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto e = error_of(r.error);
+    CHECK(e.kind() == CallbackErrorKind::protocol);
+    CHECK(std::string(e.what()) == "GET /applications/tissue/results/slide/s1: answer larger than 4096 bytes");
+    CHECK(server.request_count() == 1);
+  }
+}
+
+namespace {
+
+// Sets (or unsets, given nullptr) an environment variable for one scope.
+class EnvVar {
+ public:
+  EnvVar(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value)
+      ::setenv(name, value, 1);
+    else
+      ::unsetenv(name);
+  }
+  ~EnvVar() {
+    if (old_)
+      ::setenv(name_, old_->c_str(), 1);
+    else
+      ::unsetenv(name_);
+  }
+  EnvVar(const EnvVar&) = delete;
+  EnvVar& operator=(const EnvVar&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+}  // namespace
+
+TEST_CASE("engine: with http_proxy set, http:// calls go through curl and the proxy", "[engine][proxy]") {
+  TestServer proxy(answers_after(0ms, 200, "[]"));
+  EnvVar http_proxy("http_proxy", proxy.url().c_str());
+  EnvVar no_proxy("no_proxy", nullptr);
+  EnvVar no_proxy_caps("NO_PROXY", nullptr);
+  CallbackEngine engine(fast());
+  auto o = await<std::vector<StoredResult>>([&](auto done) {
+    engine.list_results({"http://dpat.invalid:8080/api/v1", kToken}, "tissue", "s1", done);
+  });
+  if (o.error) FAIL(error_of(o.error).what());
+  REQUIRE(proxy.request_count() == 1);
+  // A proxy is sent the whole URL.
+  CHECK(proxy.requests()[0].target == "http://dpat.invalid:8080/api/v1/applications/tissue/results/slide/s1");
+}
+
+TEST_CASE("engine: https:// goes through curl: verified by default, a CA file trusts a private CA",
+          "[engine][tls]") {
+  iaserve::test::TempDir tmp;
+  const std::string key = (tmp / "key.pem").string(), cert = (tmp / "cert.pem").string();
+  const auto gen = iaserve::test::run(
+      {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
+       cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"});
+  REQUIRE(gen.code == 0);
+  iaserve::test::Process server({"/usr/bin/openssl", "s_server", "-accept", "127.0.0.1:0", "-cert",
+                                 cert, "-key", key, "-www"});
+  std::string address;
+  for (std::size_t i = 0; i < 4 && address.empty(); ++i) {
+    const std::string line = server.line(i);
+    if (line.starts_with("ACCEPT ")) address = line.substr(7);
+  }
+  REQUIRE(!address.empty());
+  const CallbackInfo cb{"https://" + address, kToken};
+
+  CallbackEngine strict(fast());
+  auto refused = await<ImageInfo>([&](auto done) { strict.image_info(cb, "s1", done); });
+  auto e = error_of(refused.error);
+  CHECK(e.kind() == CallbackErrorKind::transport);
+  CHECK_THAT(e.what(), Catch::Matchers::StartsWith("GET /slides/s1/info: ") &&
+                           Catch::Matchers::Contains("certificate"));
+  CHECK(strict.requests_sent() == 1);  // a certificate problem is not retried
+
+  auto o = fast();
+  o.ca_file = cert;
+  CallbackEngine trusted(o);
+  // s_server -www answers any GET with an HTML page: TLS worked, the answer is not ImageInfo.
+  auto page = await<ImageInfo>([&](auto done) { trusted.image_info(cb, "s1", done); });
+  auto p = error_of(page.error);
+  CHECK(p.kind() == CallbackErrorKind::protocol);
+  CHECK_THAT(p.what(), Catch::Matchers::StartsWith("GET /slides/s1/info: malformed answer: "));
 }

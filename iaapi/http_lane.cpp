@@ -1,0 +1,385 @@
+// The callback engine's lane for plain http:// callbacks: Beast over Asio on
+// one thread, connections kept alive per host. It carries what curl would
+// (same headers, timeouts, retries and error texts: detail::judge decides)
+// with a few system calls per request instead of curl's polls and epoll
+// updates, and no transfer setup. https://, and every call when a proxy is
+// configured in the environment, stay on the curl lane.
+//
+// The second of the two translation units that compile Beast (the other is
+// server/http/server.cpp, the inbound side).
+#include "iaapi/exchange.hpp"
+#include "iaapi/log.hpp"
+#include "iaapi/version.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/url/parse.hpp>
+#include <spdlog/spdlog.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <deque>
+#include <list>
+#include <optional>
+#include <thread>
+#include <unordered_map>
+
+namespace iaserve::iaapi::detail {
+
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using error_code = boost::system::error_code;
+
+std::shared_ptr<spdlog::logger> logger() { return log::get("iaapi"); }
+
+// Where a plain-HTTP URL points.
+struct Target {
+  std::string host;       // for connecting: an IPv6 address without its brackets
+  std::string port;
+  std::string authority;  // the Host header, as the URL has it
+  std::string path;       // path and query
+};
+
+std::optional<Target> parse_target(std::string_view url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) return std::nullopt;
+  const auto& u = *parsed;
+  if (u.scheme_id() != boost::urls::scheme::http || u.has_userinfo() || !u.has_authority()) return std::nullopt;
+  Target t;
+  t.host = u.host_address();
+  if (t.host.empty()) return std::nullopt;
+  t.port = u.has_port() && !u.port().empty() ? std::string(u.port()) : "80";
+  t.authority = u.encoded_host_and_port();
+  t.path = u.encoded_target();
+  if (t.path.empty()) t.path = "/";
+  return t;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool proxy_configured() {
+  // curl's variables for http:// (it ignores HTTP_PROXY in capitals).
+  for (const char* name : {"http_proxy", "all_proxy", "ALL_PROXY"}) {
+    const char* v = std::getenv(name);
+    if (v && *v) return true;
+  }
+  return false;
+}
+
+class HttpLane final : public EngineLane {
+ public:
+  HttpLane(EngineCore& core, std::size_t max_transfers)
+      : core_(core), max_transfers_(max_transfers), guard_(asio::make_work_guard(ioc_)) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~HttpLane() override { finish(); }
+
+  bool on_thread() const override { return ioc_.get_executor().running_in_this_thread(); }
+
+  void take(std::unique_ptr<EngineCall> call) override {
+    asio::post(ioc_, [this, call = std::move(call)]() mutable {
+      waiting_.push_back(std::move(call));
+      pump();
+    });
+  }
+
+  void finish() override {
+    if (!thread_.joinable()) return;
+    asio::post(ioc_, [this] { cancel_all(); });
+    guard_.reset();
+    thread_.join();
+  }
+
+ private:
+  struct Conn {
+    explicit Conn(asio::io_context& ioc) : stream(ioc) {}
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;
+  };
+
+  // One attempt of one call.
+  struct Transfer {
+    std::unique_ptr<EngineCall> call;
+    Target target;
+    std::string key;  // host and port: the connections it may reuse
+    std::unique_ptr<Conn> conn;
+    bool reused = false;  // conn was kept alive from an earlier request
+    std::optional<tcp::resolver> resolver;
+    http::request<http::string_body> request;
+    std::optional<http::response_parser<http::string_body>> parser;
+    Clock::time_point started, deadline;
+    std::list<std::unique_ptr<Transfer>>::iterator self;
+  };
+
+  struct Retry {
+    explicit Retry(asio::io_context& ioc) : timer(ioc) {}
+    std::unique_ptr<EngineCall> call;
+    asio::steady_timer timer;
+  };
+
+  EngineCore& core_;
+  std::size_t max_transfers_;
+  mutable asio::io_context ioc_{1};
+  asio::executor_work_guard<asio::io_context::executor_type> guard_;
+  std::thread thread_;
+
+  // The thread's own.
+  std::mt19937_64 rng_{jitter_seed()};
+  bool stopped_ = false;
+  std::deque<std::unique_ptr<EngineCall>> waiting_;  // for one of the max_transfers places
+  std::list<std::unique_ptr<Transfer>> running_;
+  std::list<Retry> retries_;
+  std::unordered_map<std::string, std::vector<std::unique_ptr<Conn>>> idle_;
+  std::size_t idle_count_ = 0;
+
+  void run() {
+    for (;;) {
+      try {
+        ioc_.run();
+        return;
+      } catch (const std::exception& e) {  // out of memory, most likely: go on
+        logger()->error("callback engine (http): {}", e.what());
+      }
+    }
+  }
+
+  void pump() {
+    while (!stopped_ && !waiting_.empty() && running_.size() < max_transfers_) {
+      auto call = std::move(waiting_.front());
+      waiting_.pop_front();
+      start(std::move(call));
+    }
+  }
+
+  void start(std::unique_ptr<EngineCall> call) {
+    if (core_.options.cancelled && core_.options.cancelled()) return core_.cancel(*call);
+    auto target = parse_target(call->url);
+    if (!target) {
+      core_.complete(*call, nullptr,
+                     std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
+                                                           call->step + ": URL not usable: " + call->url)));
+      return;
+    }
+    ++call->attempt;
+    ++core_.requests;
+    auto t = std::make_unique<Transfer>();
+    Transfer* raw = t.get();
+    raw->key = target->host + " " + target->port;
+    raw->target = std::move(*target);
+    build_request(*raw, *call);
+    raw->call = std::move(call);
+    raw->started = Clock::now();
+    raw->deadline = raw->started + core_.options.total_timeout;
+    running_.push_front(std::move(t));
+    raw->self = running_.begin();
+    if (auto it = idle_.find(raw->key); it != idle_.end() && !it->second.empty()) {
+      raw->conn = std::move(it->second.back());
+      it->second.pop_back();
+      --idle_count_;
+      raw->reused = true;
+      send(raw);
+    } else {
+      connect(raw);
+    }
+  }
+
+  void build_request(Transfer& t, const EngineCall& call) {
+    const std::string_view m = call.method;
+    auto& q = t.request;
+    q.method(m == "POST" ? http::verb::post : m == "PUT" ? http::verb::put : http::verb::get);
+    q.target(t.target.path);
+    q.version(11);
+    q.set(http::field::host, t.target.authority);
+    q.set(http::field::user_agent, std::string("iaserve/") + kSoftwareVersion);
+    q.set(http::field::authorization, "Bearer " + call.token);
+    q.set("X-Sectra-ApiVersion", kApiVersion);
+    q.set(http::field::accept, "application/json");
+    if (call.has_body) {
+      q.set(http::field::content_type, "application/json");
+      q.body() = call.body;
+      q.prepare_payload();
+    }
+  }
+
+  long elapsed_ms(const Transfer& t) const {
+    return static_cast<long>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t.started).count());
+  }
+
+  void connect(Transfer* t) {
+    t->conn = std::make_unique<Conn>(ioc_);
+    t->reused = false;
+    t->conn->stream.expires_at(std::min(t->deadline, Clock::now() + core_.options.connect_timeout));
+    error_code ec;
+    const auto address = asio::ip::make_address(t->target.host, ec);
+    if (!ec) {
+      const auto port = static_cast<unsigned short>(std::strtoul(t->target.port.c_str(), nullptr, 10));
+      t->conn->stream.async_connect(tcp::endpoint(address, port), [this, t](error_code e) { connected(t, e); });
+      return;
+    }
+    t->resolver.emplace(ioc_);
+    t->resolver->async_resolve(
+        t->target.host, t->target.port, [this, t](error_code e, const tcp::resolver::results_type& found) {
+          if (stopped_) return fail(t, Failure::cancelled, {});
+          if (e) return fail(t, Failure::unreached, "Could not resolve host: " + t->target.host);
+          t->conn->stream.async_connect(found, [this, t](error_code e2, const tcp::endpoint&) { connected(t, e2); });
+        });
+  }
+
+  void connected(Transfer* t, error_code ec) {
+    if (stopped_) return fail(t, Failure::cancelled, {});
+    if (ec == beast::error::timeout)
+      return fail(t, Failure::other, "Connection timed out after " + std::to_string(elapsed_ms(*t)) + " milliseconds");
+    if (ec)
+      return fail(t, Failure::unreached,
+                  "Failed to connect to " + t->target.host + " port " + t->target.port + ": " + ec.message());
+    error_code ignored;
+    t->conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+    send(t);
+  }
+
+  void send(Transfer* t) {
+    t->conn->stream.expires_at(t->deadline);
+    http::async_write(t->conn->stream, t->request, [this, t](error_code ec, std::size_t) {
+      if (stopped_) return fail(t, Failure::cancelled, {});
+      if (ec) return broken(t, ec, "Failed sending data to the peer");
+      receive(t);
+    });
+  }
+
+  void receive(Transfer* t) {
+    t->parser.emplace();
+    t->parser->body_limit(core_.options.max_body_bytes);
+    t->parser->header_limit(64 * 1024);
+    http::async_read(t->conn->stream, t->conn->buffer, *t->parser, [this, t](error_code ec, std::size_t) {
+      if (!ec) return answered(t);
+      if (stopped_) return fail(t, Failure::cancelled, {});
+      if (ec == http::error::body_limit) return fail(t, Failure::too_large, {});
+      broken(t, ec, "Recv failure");
+    });
+  }
+
+  // The connection failed under a request. One kept alive from before may
+  // have been closed by DPAT meanwhile: then the request goes again, once,
+  // on a new connection, as curl does.
+  void broken(Transfer* t, error_code ec, const std::string& what) {
+    if (ec == beast::error::timeout)
+      return fail(t, Failure::other, "Operation timed out after " + std::to_string(elapsed_ms(*t)) + " milliseconds");
+    const bool nothing_back = !t->parser || !t->parser->got_some();
+    if (t->reused && nothing_back) return connect(t);
+    if (ec == http::error::end_of_stream && nothing_back) return fail(t, Failure::other, "Empty reply from server");
+    fail(t, Failure::other, what + ": " + ec.message());
+  }
+
+  void answered(Transfer* t) {
+    auto& msg = t->parser->get();
+    Response r;
+    r.status = static_cast<long>(msg.result_int());
+    for (const auto& field : msg) r.headers.emplace_back(lower(field.name_string()), std::string(field.value()));
+    r.body = std::move(msg.body());
+    if (msg.keep_alive() && !stopped_ && idle_count_ < max_transfers_) {
+      idle_[t->key].push_back(std::move(t->conn));
+      ++idle_count_;
+    }
+    Attempt a;
+    a.response = &r;
+    end(t, a);
+  }
+
+  void fail(Transfer* t, Failure failure, std::string what) {
+    Response partial;
+    if (t->parser && t->parser->is_header_done()) partial.status = static_cast<long>(t->parser->get().result_int());
+    Attempt a;
+    a.failure = failure;
+    a.what = std::move(what);
+    a.response = &partial;
+    end(t, a);
+  }
+
+  // The attempt is over: the call completes, or waits for its retry.
+  void end(Transfer* t, const Attempt& a) {
+    std::unique_ptr<Transfer> owned = std::move(*t->self);
+    running_.erase(t->self);
+    std::unique_ptr<EngineCall> call = std::move(owned->call);
+    owned.reset();  // its connection closes unless it went back to idle_
+    try {
+      const Verdict v = judge(call->step, std::string_view(call->method) != "POST", call->attempt, call->waited, a,
+                              call->ok, core_.options, rng_);
+      if (v.accept) {
+        core_.complete(*call, const_cast<Response*>(a.response), nullptr);
+      } else {
+        call->waited += v.retry_in;
+        retry_after(std::move(call), v.retry_in);
+      }
+    } catch (...) {
+      if (call) core_.complete(*call, nullptr, std::current_exception());
+    }
+    pump();
+  }
+
+  void retry_after(std::unique_ptr<EngineCall> call, std::chrono::milliseconds delay) {
+    auto it = retries_.emplace(retries_.end(), ioc_);
+    it->call = std::move(call);
+    it->timer.expires_after(delay);
+    it->timer.async_wait([this, it](error_code) {
+      auto due = std::move(it->call);
+      retries_.erase(it);
+      if (stopped_) return core_.cancel(*due);
+      waiting_.push_back(std::move(due));
+      pump();
+    });
+  }
+
+  // Stopping: calls waiting complete at once, cancelled; the rest as their
+  // operations end, aborted.
+  void cancel_all() {
+    stopped_ = true;
+    for (auto& t : running_) {
+      if (t->resolver) t->resolver->cancel();
+      if (t->conn) t->conn->stream.close();
+    }
+    for (auto& r : retries_) r.timer.cancel();
+    auto left = std::move(waiting_);
+    waiting_.clear();
+    for (auto& call : left) core_.cancel(*call);
+    idle_.clear();
+    idle_count_ = 0;
+  }
+};
+
+}  // namespace
+
+bool http_lane_serves(std::string_view url) {
+  return url.size() > 7 && lower(url.substr(0, 7)) == "http://";
+}
+
+std::unique_ptr<EngineLane> make_http_lane(EngineCore& core, std::size_t max_transfers) {
+  if (proxy_configured()) {
+    logger()->info("a proxy is configured in the environment: http:// callbacks go through curl");
+    return nullptr;
+  }
+  return std::make_unique<HttpLane>(core, max_transfers);
+}
+
+}  // namespace iaserve::iaapi::detail
