@@ -274,6 +274,7 @@ std::string slide_name(int c, int k, int clients, int slides) {
 int main(int argc, char** argv) {
   CLI::App app{"bench_invoke: create invocations per second and latency of iaserve against dpatsim"};
   int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2;
+  std::string commit = "auto";
   unsigned io_threads = 2, pool_threads = 0, connections = 0, sim_io_threads = 2;
   std::string log_level = "info";
   bool keep = false;
@@ -287,6 +288,7 @@ int main(int argc, char** argv) {
   app.add_option("--sim-io-threads", sim_io_threads, "dpatsim --io-threads")->capture_default_str();
   app.add_option("--pool-threads", pool_threads, "iaserve server.callback_pool_threads (0: its default)");
   app.add_option("--connections", connections, "iaserve server.callback_connections (0: its default)");
+  app.add_option("--commit", commit, "iaserve queue.commit: auto, journal or fsync")->capture_default_str();
   app.add_option("--log-level", log_level, "iaserve log level (its log goes to a file)")->capture_default_str();
   app.add_option("--queue-dir", queue_dir,
                  "queue folder (default: in the temporary folder; /dev/shm/... takes the disk's fsync out)");
@@ -327,7 +329,7 @@ int main(int argc, char** argv) {
                                         << (pool_threads ? "\ncallback_pool_threads = " + std::to_string(pool_threads) : "")
                                         << (connections ? "\ncallback_connections = " + std::to_string(connections) : "")
                                         << "\nmax_pending_callbacks = 4096\n[queue]\ndir = \"" << qdir.string()
-                                        << "\"\n[data]\ndir = \"" << (dir / "data").string() << "\"\n[log]\nlevel = \""
+                                        << "\"\ncommit = \"" << commit << "\"\n[data]\ndir = \"" << (dir / "data").string() << "\"\n[log]\nlevel = \""
                                         << log_level << "\"\n[callback]\nretries = 0\n"
                                         << "[[apps]]\nroute = \"/apps/bench\"\napplication_id = \"bench\"\n";
     Child serve({(bindir / "iaserve").string(), "--config", (dir / "iaserve.toml").string()}, dir, "iaserve");
