@@ -28,7 +28,10 @@
 #include <boost/url/parse.hpp>
 #include <spdlog/spdlog.h>
 
+#include <sys/socket.h>
+
 #include <cctype>
+#include <cerrno>
 #include <cstdlib>
 #include <deque>
 #include <list>
@@ -65,7 +68,14 @@ std::optional<Target> parse_target(std::string_view url) {
   Target t;
   t.host = u.host_address();
   if (t.host.empty()) return std::nullopt;
-  t.port = u.has_port() && !u.port().empty() ? std::string(u.port()) : "80";
+  t.port = "80";
+  if (u.has_port()) {  // a port the lane cannot use goes to curl, which names the fault
+    const std::string_view p = u.port();
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string_view::npos ||
+        std::stoul(std::string(p)) > 65535)
+      return std::nullopt;
+    t.port = p;
+  }
   t.authority = u.encoded_host_and_port();
   t.path = u.encoded_target();
   if (t.path.empty()) t.path = "/";
@@ -99,7 +109,11 @@ class HttpLane final : public EngineLane {
 
   void take(std::unique_ptr<EngineCall> call) override {
     asio::post(ioc_, [this, call = std::move(call)]() mutable {
-      waiting_.push_back(std::move(call));
+      try {
+        waiting_.push_back(std::move(call));
+      } catch (...) {  // out of memory: the call ends with that
+        return core_.complete(*call, nullptr, std::current_exception());
+      }
       pump();
     });
   }
@@ -125,7 +139,11 @@ class HttpLane final : public EngineLane {
     std::string key;  // host and port: the connections it may reuse
     std::unique_ptr<Conn> conn;
     bool reused = false;  // conn was kept alive from an earlier request
-    std::optional<tcp::resolver> resolver;
+    // A name lookup under way: its timer fails the transfer at the connect
+    // deadline, and the lookup's late answer then finds `looking` false.
+    std::shared_ptr<tcp::resolver> resolver;
+    std::shared_ptr<bool> looking;
+    std::optional<asio::steady_timer> lookup_timer;
     http::request<http::string_body> request;
     std::optional<http::response_parser<http::string_body>> parser;
     Clock::time_point started, deadline;
@@ -173,6 +191,14 @@ class HttpLane final : public EngineLane {
   }
 
   void start(std::unique_ptr<EngineCall> call) {
+    try {
+      begin(call);
+    } catch (...) {  // out of memory, before the transfer took the call
+      if (call) core_.complete(*call, nullptr, std::current_exception());
+    }
+  }
+
+  void begin(std::unique_ptr<EngineCall>& call) {
     if (core_.options.cancelled && core_.options.cancelled()) return core_.cancel(*call);
     auto target = parse_target(call->url);
     if (!target) {
@@ -181,27 +207,31 @@ class HttpLane final : public EngineLane {
                                                            call->step + ": URL not usable: " + call->url)));
       return;
     }
-    ++call->attempt;
-    ++core_.requests;
     auto t = std::make_unique<Transfer>();
     Transfer* raw = t.get();
     raw->key = target->host + " " + target->port;
     raw->target = std::move(*target);
     build_request(*raw, *call);
-    raw->call = std::move(call);
-    raw->started = Clock::now();
-    raw->deadline = raw->started + core_.options.total_timeout;
     running_.push_front(std::move(t));
     raw->self = running_.begin();
-    if (auto it = idle_.find(raw->key); it != idle_.end() && !it->second.empty()) {
-      raw->conn = std::move(it->second.back());
-      it->second.pop_back();
-      --idle_count_;
-      raw->reused = true;
-      send(raw);
-    } else {
-      connect(raw);
+    // Nothing above took the call: a throw there (out of memory) leaves it to start().
+    raw->call = std::move(call);
+    ++raw->call->attempt;
+    ++core_.requests;
+    raw->started = Clock::now();
+    raw->deadline = raw->started + core_.options.total_timeout;
+    if (auto it = idle_.find(raw->key); it != idle_.end()) {
+      while (!it->second.empty()) {
+        auto conn = std::move(it->second.back());
+        it->second.pop_back();
+        --idle_count_;
+        if (!still_open(*conn)) continue;
+        raw->conn = std::move(conn);
+        raw->reused = true;
+        return send(raw);
+      }
     }
+    connect(raw);
   }
 
   void build_request(Transfer& t, const EngineCall& call) {
@@ -238,9 +268,25 @@ class HttpLane final : public EngineLane {
       t->conn->stream.async_connect(tcp::endpoint(address, port), [this, t](error_code e) { connected(t, e); });
       return;
     }
-    t->resolver.emplace(ioc_);
+    // The stream's expiry does not cover a lookup (Asio runs getaddrinfo on
+    // a thread of its own): a timer of its own does.
+    t->resolver = std::make_shared<tcp::resolver>(ioc_);
+    t->looking = std::make_shared<bool>(true);
+    t->lookup_timer.emplace(ioc_);
+    t->lookup_timer->expires_at(std::min(t->deadline, Clock::now() + core_.options.connect_timeout));
+    t->lookup_timer->async_wait([this, t, looking = t->looking](error_code e) {
+      if (e || !*looking) return;  // the lookup ended first
+      *looking = false;
+      t->resolver->cancel();
+      fail(t, stopped_ ? Failure::cancelled : Failure::other,
+           "Resolving timed out after " + std::to_string(elapsed_ms(*t)) + " milliseconds");
+    });
     t->resolver->async_resolve(
-        t->target.host, t->target.port, [this, t](error_code e, const tcp::resolver::results_type& found) {
+        t->target.host, t->target.port,
+        [this, t, looking = t->looking, keep = t->resolver](error_code e, const tcp::resolver::results_type& found) {
+          if (!*looking) return;  // timed out or stopped: t is gone
+          *looking = false;
+          t->lookup_timer->cancel();
           if (stopped_) return fail(t, Failure::cancelled, {});
           if (e) return fail(t, Failure::unreached, "Could not resolve host: " + t->target.host);
           t->conn->stream.async_connect(found, [this, t](error_code e2, const tcp::endpoint&) { connected(t, e2); });
@@ -256,6 +302,7 @@ class HttpLane final : public EngineLane {
                   "Failed to connect to " + t->target.host + " port " + t->target.port + ": " + ec.message());
     error_code ignored;
     t->conn->stream.socket().set_option(tcp::no_delay(true), ignored);
+    t->conn->stream.socket().set_option(asio::socket_base::keep_alive(true), ignored);
     send(t);
   }
 
@@ -271,9 +318,13 @@ class HttpLane final : public EngineLane {
   void receive(Transfer* t) {
     t->parser.emplace();
     t->parser->body_limit(core_.options.max_body_bytes);
-    t->parser->header_limit(64 * 1024);
+    t->parser->header_limit(100 * 1024);  // curl's limit
     http::async_read(t->conn->stream, t->conn->buffer, *t->parser, [this, t](error_code ec, std::size_t) {
-      if (!ec) return answered(t);
+      if (!ec) {
+        const unsigned status = t->parser->get().result_int();
+        if (status / 100 == 1 && status != 101) return receive(t);  // 100 Continue, 103: the answer follows
+        return answered(t);
+      }
       if (stopped_) return fail(t, Failure::cancelled, {});
       if (ec == http::error::body_limit) return fail(t, Failure::too_large, {});
       broken(t, ec, "Recv failure");
@@ -298,18 +349,43 @@ class HttpLane final : public EngineLane {
     r.status = static_cast<long>(msg.result_int());
     for (const auto& field : msg) r.headers.emplace_back(lower(field.name_string()), std::string(field.value()));
     r.body = std::move(msg.body());
-    if (msg.keep_alive() && !stopped_ && idle_count_ < max_transfers_) {
-      idle_[t->key].push_back(std::move(t->conn));
-      ++idle_count_;
-    }
+    if (msg.keep_alive() && !stopped_) keep_idle(t->key, std::move(t->conn));
     Attempt a;
     a.response = &r;
     end(t, a);
   }
 
+  // A connection for the next request to its host. When the idle places
+  // are full, one kept for another host makes room.
+  void keep_idle(const std::string& key, std::unique_ptr<Conn> conn) {
+    if (idle_count_ >= max_transfers_) {
+      for (auto& [k, conns] : idle_) {
+        if (k == key || conns.empty()) continue;
+        conns.erase(conns.begin());  // its oldest
+        --idle_count_;
+        break;
+      }
+      if (idle_count_ >= max_transfers_) return;  // only this host's: conn closes
+    }
+    idle_[key].push_back(std::move(conn));
+    ++idle_count_;
+  }
+
+  // Whether a kept-alive connection still looks usable: not closed by DPAT,
+  // nothing unasked-for waiting on it. One that died while idle is found
+  // here, before a request goes out on it.
+  static bool still_open(Conn& c) {
+    if (c.buffer.size() > 0) return false;
+    char byte;
+    const ssize_t n = ::recv(c.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  }
+
   void fail(Transfer* t, Failure failure, std::string what) {
     Response partial;
-    if (t->parser && t->parser->is_header_done()) partial.status = static_cast<long>(t->parser->get().result_int());
+    // A Content-Length over the limit fails as soon as the header is read.
+    if (t->parser && (t->parser->is_header_done() || failure == Failure::too_large))
+      partial.status = static_cast<long>(t->parser->get().result_int());
     Attempt a;
     a.failure = failure;
     a.what = std::move(what);
@@ -339,6 +415,7 @@ class HttpLane final : public EngineLane {
   }
 
   void retry_after(std::unique_ptr<EngineCall> call, std::chrono::milliseconds delay) {
+    if (stopped_) return core_.cancel(*call);  // an answer that came in while stopping
     auto it = retries_.emplace(retries_.end(), ioc_);
     it->call = std::move(call);
     it->timer.expires_after(delay);
@@ -355,9 +432,20 @@ class HttpLane final : public EngineLane {
   // operations end, aborted.
   void cancel_all() {
     stopped_ = true;
+    std::vector<Transfer*> looking;
     for (auto& t : running_) {
-      if (t->resolver) t->resolver->cancel();
-      if (t->conn) t->conn->stream.close();
+      if (t->looking && *t->looking) {
+        looking.push_back(t.get());
+        continue;
+      }
+      if (t->conn) t->conn->stream.close();  // their handlers end them, cancelled
+    }
+    // A lookup ends only when getaddrinfo returns: its transfer ends now.
+    for (Transfer* t : looking) {
+      *t->looking = false;
+      t->lookup_timer->cancel();
+      t->resolver->cancel();
+      fail(t, Failure::cancelled, {});
     }
     for (auto& r : retries_) r.timer.cancel();
     auto left = std::move(waiting_);
@@ -371,7 +459,7 @@ class HttpLane final : public EngineLane {
 }  // namespace
 
 bool http_lane_serves(std::string_view url) {
-  return url.size() > 7 && lower(url.substr(0, 7)) == "http://";
+  return url.size() > 7 && lower(url.substr(0, 7)) == "http://" && parse_target(url).has_value();
 }
 
 std::unique_ptr<EngineLane> make_http_lane(EngineCore& core, std::size_t max_transfers) {

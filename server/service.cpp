@@ -178,7 +178,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
   // callback_pool_threads + max_pending_callbacks (past that 503), so a
   // slow DPAT cannot grow them without bound.
   std::atomic<unsigned> invocations_open{0};
-  // The callbacks of creates and modifies: all on one thread, none holding
+  // The callbacks of creates and modifies: on the engine's lanes, none holding
   // a pool thread while DPAT answers. Last member: stopped (its completions
   // ended) before anything they use is destroyed.
   iaapi::CallbackEngine engine{client_opts, static_cast<long>(config.server.callback_connections)};

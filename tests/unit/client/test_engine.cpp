@@ -465,3 +465,54 @@ TEST_CASE("engine: https:// goes through curl: verified by default, a CA file tr
   CHECK(p.kind() == CallbackErrorKind::protocol);
   CHECK_THAT(p.what(), Catch::Matchers::StartsWith("GET /slides/s1/info: malformed answer: "));
 }
+
+TEST_CASE("engine: an interim 1xx answer is skipped; the connection then serves the next call",
+          "[engine][keepalive]") {
+  TestServer server([](const Received&, std::size_t i) {
+    Reply r = Reply::json(200, json_text(to_json(std::vector<StoredResult>{
+                                   stored(frame("s1"), static_cast<std::int64_t>(i + 1), "v1")})));
+    r.pieces.insert(r.pieces.begin(), "HTTP/1.1 103 Early Hints\r\nLink: </style.css>\r\n\r\n");
+    return r;
+  });
+  CallbackEngine engine(fast(), 4);
+  const auto cb = info_for(server);
+  for (std::int64_t i = 1; i <= 2; ++i) {
+    auto o = await<std::vector<StoredResult>>([&](auto done) { engine.list_results(cb, "tissue", "s1", done); });
+    if (o.error) FAIL(error_of(o.error).what());
+    REQUIRE(o.value);
+    REQUIRE(o.value->size() == 1);
+    CHECK(o.value->at(0).id == i);  // its own answer, not the one before
+  }
+  CHECK(server.connection_count() == 1);
+}
+
+TEST_CASE("engine: a host that cannot be resolved is a transport error; a POST is retried (nothing was sent)",
+          "[engine][errors]") {
+  CallbackEngine engine(fast());
+  auto o = await<StoredResult>([&](auto done) {
+    engine.create_result({"http://dpat.invalid:8080/api/v1", kToken}, "tissue", frame("s1"), done);
+  });
+  auto e = error_of(o.error);
+  CHECK(e.kind() == CallbackErrorKind::transport);
+  CHECK_THAT(e.what(), Catch::Matchers::StartsWith("POST /applications/tissue/results: ") &&
+                           Catch::Matchers::EndsWith("(after 3 attempts)"));
+  CHECK(engine.requests_sent() == 3);
+}
+
+TEST_CASE("engine: stop cancels a call waiting for its retry at once", "[engine][stop]") {
+  TestServer server([](const Received&, std::size_t) {
+    return Reply::with(503, R"({"error":"busy"})", {"Retry-After: 30"});
+  });
+  auto o = fast();
+  o.max_retry_time = 120s;
+  CallbackEngine engine(o, 4);
+  auto p = std::make_shared<std::promise<CallOutcome<std::vector<StoredResult>>>>();
+  auto f = p->get_future();
+  engine.list_results(info_for(server), "tissue", "s1", [p](auto r) { p->set_value(std::move(r)); });
+  for (int i = 0; i < 500 && server.request_count() < 1; ++i) std::this_thread::sleep_for(10ms);
+  REQUIRE(server.request_count() == 1);
+  engine.stop(0ms);
+  REQUIRE(f.wait_for(5s) == std::future_status::ready);  // not the 30 s Retry-After
+  CHECK(error_of(f.get().error).kind() == CallbackErrorKind::cancelled);
+  CHECK(in_flight_reaches(engine, 0));
+}
