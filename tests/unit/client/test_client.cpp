@@ -6,6 +6,7 @@
 #include "tests/support/process.hpp"
 #include "tests/unit/client/fixtures.hpp"
 #include "tests/unit/client/test_server.hpp"
+#include "tests/unit/client/tls_server.hpp"
 
 #include <sys/stat.h>
 #include <boost/json/parse.hpp>
@@ -773,22 +774,8 @@ TEST_CASE("download: cancelled from outside, no file left", "[download][cancel]"
 }
 
 TEST_CASE("client: TLS is verified by default, a CA file trusts a private CA", "[client][tls]") {
-  // A self-signed certificate for 127.0.0.1 and openssl's own test server.
-  TempDir tmp;
-  const std::string key = (tmp / "key.pem").string(), cert = (tmp / "cert.pem").string();
-  const auto gen = iaserve::test::run(
-      {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
-       cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"});
-  REQUIRE(gen.code == 0);
-  iaserve::test::Process server({"/usr/bin/openssl", "s_server", "-accept", "127.0.0.1:0", "-cert",
-                                 cert, "-key", key, "-www"});
-  std::string address;
-  for (std::size_t i = 0; i < 4 && address.empty(); ++i) {
-    const std::string line = server.line(i);
-    if (line.starts_with("ACCEPT ")) address = line.substr(7);
-  }
-  REQUIRE(!address.empty());
-  const std::string url = "https://" + address;
+  iaserve::test::TlsTestServer server;
+  const std::string url = server.url();
 
   CallbackClient strict({url, kToken}, fast());
   auto e = error_from([&] { strict.get_label("s1"); });
@@ -799,7 +786,7 @@ TEST_CASE("client: TLS is verified by default, a CA file trusts a private CA", "
   CHECK(strict.requests_sent() == 1);  // a certificate problem is not retried
 
   auto o = fast();
-  o.ca_file = cert;
+  o.ca_file = server.cert();
   CallbackClient trusted({url, kToken}, o);
   const auto page = trusted.get_label("s1");  // s_server -www answers any GET with a page
   REQUIRE(page);

@@ -5,9 +5,9 @@
 // curl: both are tested here.
 #include "iaapi/client.hpp"
 #include "iaapi/result_builder.hpp"
-#include "tests/support/process.hpp"
 #include "tests/unit/client/fixtures.hpp"
 #include "tests/unit/client/test_server.hpp"
+#include "tests/unit/client/tls_server.hpp"
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -432,21 +432,8 @@ TEST_CASE("engine: with http_proxy set, http:// calls go through curl and the pr
 
 TEST_CASE("engine: https:// goes through curl: verified by default, a CA file trusts a private CA",
           "[engine][tls]") {
-  iaserve::test::TempDir tmp;
-  const std::string key = (tmp / "key.pem").string(), cert = (tmp / "cert.pem").string();
-  const auto gen = iaserve::test::run(
-      {"/usr/bin/openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out",
-       cert, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"});
-  REQUIRE(gen.code == 0);
-  iaserve::test::Process server({"/usr/bin/openssl", "s_server", "-accept", "127.0.0.1:0", "-cert",
-                                 cert, "-key", key, "-www"});
-  std::string address;
-  for (std::size_t i = 0; i < 4 && address.empty(); ++i) {
-    const std::string line = server.line(i);
-    if (line.starts_with("ACCEPT ")) address = line.substr(7);
-  }
-  REQUIRE(!address.empty());
-  const CallbackInfo cb{"https://" + address, kToken};
+  iaserve::test::TlsTestServer server;
+  const CallbackInfo cb{server.url(), kToken};
 
   CallbackEngine strict(fast());
   auto refused = await<ImageInfo>([&](auto done) { strict.image_info(cb, "s1", done); });
@@ -457,7 +444,7 @@ TEST_CASE("engine: https:// goes through curl: verified by default, a CA file tr
   CHECK(strict.requests_sent() == 1);  // a certificate problem is not retried
 
   auto o = fast();
-  o.ca_file = cert;
+  o.ca_file = server.cert();
   CallbackEngine trusted(o);
   // s_server -www answers any GET with an HTML page: TLS worked, the answer is not ImageInfo.
   auto page = await<ImageInfo>([&](auto done) { trusted.image_info(cb, "s1", done); });
