@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <boost/json/serialize.hpp>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -24,8 +25,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -48,6 +51,38 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// The CPUs this program may use, split: the last one for iaserve, the rest
+// for DPAT's side (dpatsim and the clients).
+struct CpuSplit {
+  cpu_set_t server, dpat;
+
+  static std::optional<CpuSplit> make() {
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    if (::sched_getaffinity(0, sizeof all, &all) != 0 || CPU_COUNT(&all) < 2) return std::nullopt;
+    CpuSplit s;
+    CPU_ZERO(&s.server);
+    s.dpat = all;
+    for (int c = CPU_SETSIZE - 1; c >= 0; --c)
+      if (CPU_ISSET(c, &all)) {
+        CPU_SET(c, &s.server);
+        CPU_CLR(c, &s.dpat);
+        break;
+      }
+    return s;
+  }
+  void use(const cpu_set_t& set) const {
+    if (::sched_setaffinity(0, sizeof set, &set) != 0)
+      throw std::runtime_error(std::string("sched_setaffinity: ") + std::strerror(errno));
+  }
+  static std::string names(const cpu_set_t& set) {
+    std::string out;
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) out += (out.empty() ? "" : ",") + std::to_string(c);
+    return out;
+  }
+};
 
 struct Child {
   pid_t pid = -1;
@@ -278,6 +313,7 @@ int main(int argc, char** argv) {
   unsigned io_threads = 2, pool_threads = 0, connections = 0, sim_io_threads = 2;
   std::string log_level = "info";
   bool keep = false;
+  bool pin = false;
   std::string queue_dir;
   app.add_option("--clients,-c", clients, "concurrent clients (C)")->capture_default_str();
   app.add_option("--latency-ms,-l", latency, "ms dpatsim adds to every callback (L)")->capture_default_str();
@@ -292,6 +328,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "iaserve log level (its log goes to a file)")->capture_default_str();
   app.add_option("--queue-dir", queue_dir,
                  "queue folder (default: in the temporary folder; /dev/shm/... takes the disk's fsync out)");
+  app.add_flag("--pin", pin,
+               "iaserve on a CPU of its own; dpatsim, the clients and the floor on the others "
+               "(DPAT's side, as on a host of its own)");
   app.add_flag("--keep", keep, "keep the temporary folder (logs of both programs) and print its path");
   CLI11_PARSE(app, argc, argv);
 
@@ -318,6 +357,10 @@ int main(int argc, char** argv) {
       sim_argv.push_back("--latency-ms");
       sim_argv.push_back(std::to_string(latency));
     }
+    // --pin: each child inherits this program's CPUs when it starts.
+    const std::optional<CpuSplit> split = pin ? CpuSplit::make() : std::nullopt;
+    if (pin && !split) throw std::runtime_error("--pin needs at least 2 CPUs to choose from");
+    if (split) split->use(split->dpat);
     Child sim(sim_argv, dir, "dpatsim");
     fs::path qdir = queue_dir.empty() ? dir / "queue" : fs::path(queue_dir) / dir.filename();
     // Each create writes a file: what one costs on this filesystem now.
@@ -332,7 +375,9 @@ int main(int argc, char** argv) {
                                         << "\"\ncommit = \"" << commit << "\"\n[data]\ndir = \"" << (dir / "data").string() << "\"\n[log]\nlevel = \""
                                         << log_level << "\"\n[callback]\nretries = 0\n"
                                         << "[[apps]]\nroute = \"/apps/bench\"\napplication_id = \"bench\"\n";
+    if (split) split->use(split->server);
     Child serve({(bindir / "iaserve").string(), "--config", (dir / "iaserve.toml").string()}, dir, "iaserve");
+    if (split) split->use(split->dpat);
     const std::string target = serve.url() + "/apps/bench";
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -408,6 +453,9 @@ int main(int argc, char** argv) {
                 "%s callback connections\n",
                 clients, latency, run.seconds, io_threads, or_default(pool_threads).c_str(),
                 or_default(connections).c_str());
+    if (split)
+      std::printf("pinned: iaserve on CPU %s; dpatsim, the clients and the floor on CPUs %s\n",
+                  split->names(split->server).c_str(), split->names(split->dpat).c_str());
     std::printf("invocations: %zu ok, %ld failed; queue folder %s\n", run.ok, run.failed, qdir.c_str());
     std::printf("creating an empty file there before the run: %.0f us (about 12 us on a quiet ext4 here; far more\n"
                 "  within minutes of mass deletions on ext4 without a journal: then use --queue-dir elsewhere)\n",
