@@ -359,7 +359,7 @@ curl_slist* setup_transfer(CURL* h, const ClientOptions& options, const std::str
 }
 
 // The attempt as the shared rules see it.
-detail::Attempt curl_attempt(CURLcode rc, const char* errbuf, const Exchange& ex) {
+detail::Attempt curl_attempt(CURLcode rc, const char* errbuf, Exchange& ex) {
   using detail::Failure;
   detail::Attempt a;
   a.response = &ex.response;
@@ -803,7 +803,7 @@ class CurlLane final : public detail::EngineLane {
     Transfer* raw = t.get();
     try {
       EngineCall& c = *raw->call;
-      raw->headers = setup_transfer(h, core_.options, c.url, c.token, c.method, c.has_body ? &c.body : nullptr,
+      raw->headers = setup_transfer(h, core_.options, c.url, c.token, c.method, c.body ? &*c.body : nullptr,
                                     true, raw->ex, raw->errbuf);
       running_.emplace(h, std::move(t));  // owned there before curl writes into its exchange
       ++core_.requests;
@@ -956,8 +956,8 @@ struct CallbackEngine::Impl {
   // taken while stop() gives the calls in flight their grace; others not.
   void submit(std::unique_ptr<EngineCall> call) {
     const bool on_engine = curl->on_thread() || (http && http->on_thread());
-    detail::EngineLane& lane =
-        http && detail::http_lane_serves(call->url) ? *http : static_cast<detail::EngineLane&>(*curl);
+    if (http) call->http = detail::parse_http_target(call->url);
+    detail::EngineLane& lane = call->http ? *http : static_cast<detail::EngineLane&>(*curl);
     {
       std::lock_guard lock(core.mutex);
       const bool continuation = on_engine && !core.cancel_now;
@@ -971,7 +971,7 @@ struct CallbackEngine::Impl {
   }
 
   template <class T>
-  void send(const CallbackInfo& cb, const char* method, std::string path, const std::string* body,
+  void send(const CallbackInfo& cb, const char* method, std::string path, std::optional<std::string> body,
             std::vector<long> ok, Done<T> done) {
     auto call = std::make_unique<EngineCall>();
     std::string base = cb.url;
@@ -981,10 +981,7 @@ struct CallbackEngine::Impl {
     call->token = cb.token;
     call->method = method;
     call->step = std::string(method) + " " + path;
-    if (body) {
-      call->body = *body;
-      call->has_body = true;
-    }
+    call->body = std::move(body);
     call->ok = std::move(ok);
     call->done = [done = std::move(done), step = call->step](Response* r,
                                                              std::exception_ptr error) {
@@ -1024,28 +1021,27 @@ void CallbackEngine::list_results(const CallbackInfo& cb, std::string_view app_i
                                   std::string_view slide_id, Done<std::vector<StoredResult>> done) {
   impl_->send(cb, "GET",
               "/applications/" + url_encode(app_id) + "/results/slide/" + url_encode(slide_id),
-              nullptr, {200}, std::move(done));
+              std::nullopt, {200}, std::move(done));
 }
 
 void CallbackEngine::image_info(const CallbackInfo& cb, std::string_view slide_id,
                                 Done<ImageInfo> done) {
-  impl_->send(cb, "GET", "/slides/" + url_encode(slide_id) + "/info", nullptr, {200},
+  impl_->send(cb, "GET", "/slides/" + url_encode(slide_id) + "/info", std::nullopt, {200},
               std::move(done));
 }
 
 void CallbackEngine::create_result(const CallbackInfo& cb, std::string_view app_id,
                                    const Result& result, Done<StoredResult> done) {
-  const std::string body = boost::json::serialize(to_json(result));
-  impl_->send(cb, "POST", "/applications/" + url_encode(app_id) + "/results", &body, {201, 200},
+  impl_->send(cb, "POST", "/applications/" + url_encode(app_id) + "/results",
+              boost::json::serialize(to_json(result)), {201, 200},
               std::move(done));
 }
 
 void CallbackEngine::update_result(const CallbackInfo& cb, std::string_view app_id,
                                    const StoredResult& result, Done<StoredResult> done) {
-  const std::string body = boost::json::serialize(to_json(result));
   impl_->send(cb, "PUT",
               "/applications/" + url_encode(app_id) + "/results/" + std::to_string(result.id),
-              &body, {200, 201}, std::move(done));
+              boost::json::serialize(to_json(result)), {200, 201}, std::move(done));
 }
 
 }  // namespace iaserve::iaapi

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -44,8 +45,8 @@ enum class Failure {
 
 struct Attempt {
   Failure failure = Failure::none;
-  std::string what;                   // the transport's text, when it failed
-  const Response* response = nullptr;  // the answer (its status also when too_large)
+  std::string what;              // the transport's text, when it failed
+  Response* response = nullptr;  // the answer (its status also when too_large)
 };
 
 // What to do with an attempt's outcome: take the answer, or try again after
@@ -64,13 +65,26 @@ std::uint64_t jitter_seed();
 
 std::exception_ptr cancelled_error(const std::string& step);
 
+// Where a plain-http:// URL points, for the engine's http lane.
+struct HttpTarget {
+  std::string host;       // for connecting: an IPv6 address without its brackets
+  std::string port;
+  std::string authority;  // the Host header, as the URL has it
+  std::string path;       // path and query
+  std::string key;        // host and port: the kept-alive connections it may use
+};
+// nullopt unless the http lane can carry the URL: http://, no userinfo, a
+// valid port (curl takes the others and names their faults).
+std::optional<HttpTarget> parse_http_target(std::string_view url);
+
 // One engine call, through its attempts.
 struct EngineCall {
-  std::string url, token, step, body;
+  std::string url, token, step;
+  std::optional<std::string> body;  // JSON, when the method sends one
   const char* method = "GET";
-  bool has_body = false;
   std::vector<long> ok;
   std::function<void(Response*, std::exception_ptr)> done;
+  std::optional<HttpTarget> http;  // set when the http lane carries it
   int attempt = 0;
   std::chrono::milliseconds waited{0};
 };
@@ -102,10 +116,9 @@ class EngineLane {
   virtual void finish() = 0;
 };
 
-// Plain http:// calls, on Asio, for when no proxy is configured in the
-// environment (curl's http_proxy / all_proxy); nullptr otherwise.
+// Plain http:// calls (those with EngineCall::http set), on Asio, for when
+// no proxy is configured in the environment (curl's http_proxy /
+// all_proxy); nullptr otherwise.
 std::unique_ptr<EngineLane> make_http_lane(EngineCore& core, std::size_t max_transfers);
-// Whether that lane carries this URL.
-bool http_lane_serves(std::string_view url);
 
 }  // namespace iaserve::iaapi::detail

@@ -30,7 +30,6 @@
 
 #include <sys/socket.h>
 
-#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <deque>
@@ -40,6 +39,29 @@
 #include <unordered_map>
 
 namespace iaserve::iaapi::detail {
+
+std::optional<HttpTarget> parse_http_target(std::string_view url) {
+  auto parsed = boost::urls::parse_uri(url);
+  if (!parsed) return std::nullopt;
+  const auto& u = *parsed;
+  if (u.scheme_id() != boost::urls::scheme::http || u.has_userinfo() || !u.has_authority()) return std::nullopt;
+  HttpTarget t;
+  t.host = u.host_address();
+  if (t.host.empty()) return std::nullopt;
+  t.port = "80";
+  if (u.has_port()) {
+    const std::string_view p = u.port();
+    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string_view::npos ||
+        std::stoul(std::string(p)) > 65535)
+      return std::nullopt;
+    t.port = p;
+  }
+  t.authority = u.encoded_host_and_port();
+  t.path = u.encoded_target();
+  if (t.path.empty()) t.path = "/";
+  t.key = t.host + " " + t.port;
+  return t;
+}
 
 namespace {
 
@@ -51,42 +73,6 @@ using Clock = std::chrono::steady_clock;
 using error_code = boost::system::error_code;
 
 std::shared_ptr<spdlog::logger> logger() { return log::get("iaapi"); }
-
-// Where a plain-HTTP URL points.
-struct Target {
-  std::string host;       // for connecting: an IPv6 address without its brackets
-  std::string port;
-  std::string authority;  // the Host header, as the URL has it
-  std::string path;       // path and query
-};
-
-std::optional<Target> parse_target(std::string_view url) {
-  auto parsed = boost::urls::parse_uri(url);
-  if (!parsed) return std::nullopt;
-  const auto& u = *parsed;
-  if (u.scheme_id() != boost::urls::scheme::http || u.has_userinfo() || !u.has_authority()) return std::nullopt;
-  Target t;
-  t.host = u.host_address();
-  if (t.host.empty()) return std::nullopt;
-  t.port = "80";
-  if (u.has_port()) {  // a port the lane cannot use goes to curl, which names the fault
-    const std::string_view p = u.port();
-    if (p.empty() || p.size() > 5 || p.find_first_not_of("0123456789") != std::string_view::npos ||
-        std::stoul(std::string(p)) > 65535)
-      return std::nullopt;
-    t.port = p;
-  }
-  t.authority = u.encoded_host_and_port();
-  t.path = u.encoded_target();
-  if (t.path.empty()) t.path = "/";
-  return t;
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 bool proxy_configured() {
   // curl's variables for http:// (it ignores HTTP_PROXY in capitals).
@@ -135,8 +121,7 @@ class HttpLane final : public EngineLane {
   // One attempt of one call.
   struct Transfer {
     std::unique_ptr<EngineCall> call;
-    Target target;
-    std::string key;  // host and port: the connections it may reuse
+    const HttpTarget* target = nullptr;  // the call's
     std::unique_ptr<Conn> conn;
     bool reused = false;  // conn was kept alive from an earlier request
     // A name lookup under way: its timer fails the transfer at the connect
@@ -200,17 +185,9 @@ class HttpLane final : public EngineLane {
 
   void begin(std::unique_ptr<EngineCall>& call) {
     if (core_.options.cancelled && core_.options.cancelled()) return core_.cancel(*call);
-    auto target = parse_target(call->url);
-    if (!target) {
-      core_.complete(*call, nullptr,
-                     std::make_exception_ptr(CallbackError(CallbackErrorKind::transport, 0,
-                                                           call->step + ": URL not usable: " + call->url)));
-      return;
-    }
     auto t = std::make_unique<Transfer>();
     Transfer* raw = t.get();
-    raw->key = target->host + " " + target->port;
-    raw->target = std::move(*target);
+    raw->target = &*call->http;
     build_request(*raw, *call);
     running_.push_front(std::move(t));
     raw->self = running_.begin();
@@ -220,7 +197,7 @@ class HttpLane final : public EngineLane {
     ++core_.requests;
     raw->started = Clock::now();
     raw->deadline = raw->started + core_.options.total_timeout;
-    if (auto it = idle_.find(raw->key); it != idle_.end()) {
+    if (auto it = idle_.find(raw->target->key); it != idle_.end()) {
       while (!it->second.empty()) {
         auto conn = std::move(it->second.back());
         it->second.pop_back();
@@ -238,16 +215,16 @@ class HttpLane final : public EngineLane {
     const std::string_view m = call.method;
     auto& q = t.request;
     q.method(m == "POST" ? http::verb::post : m == "PUT" ? http::verb::put : http::verb::get);
-    q.target(t.target.path);
+    q.target(t.target->path);
     q.version(11);
-    q.set(http::field::host, t.target.authority);
+    q.set(http::field::host, t.target->authority);
     q.set(http::field::user_agent, std::string("iaserve/") + kSoftwareVersion);
     q.set(http::field::authorization, "Bearer " + call.token);
     q.set("X-Sectra-ApiVersion", kApiVersion);
     q.set(http::field::accept, "application/json");
-    if (call.has_body) {
+    if (call.body) {
       q.set(http::field::content_type, "application/json");
-      q.body() = call.body;
+      q.body() = *call.body;
       q.prepare_payload();
     }
   }
@@ -262,9 +239,9 @@ class HttpLane final : public EngineLane {
     t->reused = false;
     t->conn->stream.expires_at(std::min(t->deadline, Clock::now() + core_.options.connect_timeout));
     error_code ec;
-    const auto address = asio::ip::make_address(t->target.host, ec);
+    const auto address = asio::ip::make_address(t->target->host, ec);
     if (!ec) {
-      const auto port = static_cast<unsigned short>(std::strtoul(t->target.port.c_str(), nullptr, 10));
+      const auto port = static_cast<unsigned short>(std::strtoul(t->target->port.c_str(), nullptr, 10));
       t->conn->stream.async_connect(tcp::endpoint(address, port), [this, t](error_code e) { connected(t, e); });
       return;
     }
@@ -282,13 +259,13 @@ class HttpLane final : public EngineLane {
            "Resolving timed out after " + std::to_string(elapsed_ms(*t)) + " milliseconds");
     });
     t->resolver->async_resolve(
-        t->target.host, t->target.port,
+        t->target->host, t->target->port,
         [this, t, looking = t->looking, keep = t->resolver](error_code e, const tcp::resolver::results_type& found) {
           if (!*looking) return;  // timed out or stopped: t is gone
           *looking = false;
           t->lookup_timer->cancel();
           if (stopped_) return fail(t, Failure::cancelled, {});
-          if (e) return fail(t, Failure::unreached, "Could not resolve host: " + t->target.host);
+          if (e) return fail(t, Failure::unreached, "Could not resolve host: " + t->target->host);
           t->conn->stream.async_connect(found, [this, t](error_code e2, const tcp::endpoint&) { connected(t, e2); });
         });
   }
@@ -299,7 +276,7 @@ class HttpLane final : public EngineLane {
       return fail(t, Failure::other, "Connection timed out after " + std::to_string(elapsed_ms(*t)) + " milliseconds");
     if (ec)
       return fail(t, Failure::unreached,
-                  "Failed to connect to " + t->target.host + " port " + t->target.port + ": " + ec.message());
+                  "Failed to connect to " + t->target->host + " port " + t->target->port + ": " + ec.message());
     error_code ignored;
     t->conn->stream.socket().set_option(tcp::no_delay(true), ignored);
     t->conn->stream.socket().set_option(asio::socket_base::keep_alive(true), ignored);
@@ -347,9 +324,11 @@ class HttpLane final : public EngineLane {
     auto& msg = t->parser->get();
     Response r;
     r.status = static_cast<long>(msg.result_int());
-    for (const auto& field : msg) r.headers.emplace_back(lower(field.name_string()), std::string(field.value()));
+    // The one header an engine call reads (judge: a 429's or 503's wait).
+    if (auto it = msg.find(http::field::retry_after); it != msg.end())
+      r.headers.emplace_back("retry-after", std::string(it->value()));
     r.body = std::move(msg.body());
-    if (msg.keep_alive() && !stopped_) keep_idle(t->key, std::move(t->conn));
+    if (msg.keep_alive() && !stopped_) keep_idle(t->target->key, std::move(t->conn));
     Attempt a;
     a.response = &r;
     end(t, a);
@@ -403,7 +382,7 @@ class HttpLane final : public EngineLane {
       const Verdict v = judge(call->step, std::string_view(call->method) != "POST", call->attempt, call->waited, a,
                               call->ok, core_.options, rng_);
       if (v.accept) {
-        core_.complete(*call, const_cast<Response*>(a.response), nullptr);
+        core_.complete(*call, a.response, nullptr);
       } else {
         call->waited += v.retry_in;
         retry_after(std::move(call), v.retry_in);
@@ -457,10 +436,6 @@ class HttpLane final : public EngineLane {
 };
 
 }  // namespace
-
-bool http_lane_serves(std::string_view url) {
-  return url.size() > 7 && lower(url.substr(0, 7)) == "http://" && parse_target(url).has_value();
-}
 
 std::unique_ptr<EngineLane> make_http_lane(EngineCore& core, std::size_t max_transfers) {
   if (proxy_configured()) {
