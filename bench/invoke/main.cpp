@@ -308,7 +308,7 @@ std::string slide_name(int c, int k, int clients, int slides) {
 
 int main(int argc, char** argv) {
   CLI::App app{"bench_invoke: create invocations per second and latency of iaserve against dpatsim"};
-  int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2;
+  int clients = 64, latency = 5, seconds = 10, slides = 256, warmup = 2, rounds = 1;
   std::string commit = "auto";
   unsigned io_threads = 2, pool_threads = 0, connections = 0, sim_io_threads = 2;
   std::string log_level = "info";
@@ -319,6 +319,11 @@ int main(int argc, char** argv) {
   app.add_option("--latency-ms,-l", latency, "ms dpatsim adds to every callback (L)")->capture_default_str();
   app.add_option("--seconds", seconds, "measured seconds")->capture_default_str();
   app.add_option("--warmup", warmup, "seconds of warm-up, not measured")->capture_default_str();
+  app.add_option("--rounds", rounds,
+                 "measure iaserve and the floor this many times, in turn, against the same two programs, and "
+                 "print each round and the medians (the machine's own drift shows as their spread)")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   app.add_option("--slides", slides, "distinct slides the clients create on")->capture_default_str();
   app.add_option("--io-threads", io_threads, "iaserve server.io_threads")->capture_default_str();
   app.add_option("--sim-io-threads", sim_io_threads, "dpatsim --io-threads")->capture_default_str();
@@ -394,7 +399,6 @@ int main(int argc, char** argv) {
     auto per_call_us = [](double cpu, const Figures& f) {
       return f.ok ? cpu * 1e6 / static_cast<double>(f.ok) : 0.0;
     };
-    Cpu run_start;
     auto create = [&](int c, int k) {
       return Request{"POST", target,
                      "{\"action\":\"create\",\"applicationId\":\"bench\",\"slideId\":\"" +
@@ -404,10 +408,6 @@ int main(int argc, char** argv) {
     auto created = [](int, long status, const std::string& answer) {
       return Next{std::nullopt, status == 200 ? "" : "status " + std::to_string(status) + " " + answer};
     };
-    Figures run = closed_loop(clients, warmup, seconds, {"Content-Type: application/json", "Expect:"}, create,
-                              created, [&] { run_start = cpu_now(); });
-    const Cpu run_cpu = cpu_since(run_start);
-    long rss_kb = serve.peak_rss_kb();
 
     // The floor: the two callbacks of a create, made here, without iaserve:
     // list the app's results on the slide, then PUT over the newest or POST
@@ -441,18 +441,92 @@ int main(int argc, char** argv) {
       if (status == 200 || status == 201) return {};
       return {std::nullopt, "status " + std::to_string(status) + " " + answer};
     };
-    Cpu floor_start;
-    Figures floor = closed_loop(clients, warmup, seconds,
+    // Each round: iaserve, then the floor, each after its own warm-up.
+    struct Round {
+      Figures run, floor;
+      Cpu run_cpu, floor_cpu;
+    };
+    std::vector<Round> measured;
+    for (int r = 0; r < rounds; ++r) {
+      Round round;
+      Cpu start;
+      round.run = closed_loop(clients, warmup, seconds, {"Content-Type: application/json", "Expect:"}, create,
+                              created, [&] { start = cpu_now(); });
+      round.run_cpu = cpu_since(start);
+      round.floor = closed_loop(clients, warmup, seconds,
                                 {"Content-Type: application/json", "Expect:", "Accept: application/json",
                                  "Authorization: Bearer " + token,
                                  std::string("X-Sectra-ApiVersion: ") + iaserve::kApiVersion},
-                                list, store, [&] { floor_start = cpu_now(); });
-    const Cpu floor_cpu = cpu_since(floor_start);
+                                list, store, [&] { start = cpu_now(); });
+      round.floor_cpu = cpu_since(start);
+      measured.push_back(round);
+    }
+    const long rss_kb = serve.peak_rss_kb();
+    if (rounds > 1) {
+      std::printf("round  iaserve: creates/s   p50 ms   p99 ms  CPU us/create (iaserve dpatsim)   "
+                  "floor: creates/s   p50 ms   p99 ms  dpatsim us/create\n");
+      for (std::size_t r = 0; r < measured.size(); ++r) {
+        const Round& m = measured[r];
+        std::printf("%5zu  %18.0f %8.2f %8.2f  %24.0f %7.0f   %16.0f %8.2f %8.2f %18.0f\n", r + 1, m.run.rate,
+                    m.run.p50, m.run.p99, per_call_us(m.run_cpu.serve, m.run), per_call_us(m.run_cpu.sim, m.run),
+                    m.floor.rate, m.floor.p50, m.floor.p99, per_call_us(m.floor_cpu.sim, m.floor));
+      }
+      std::printf("(the lines below give each figure's median over the %d rounds, with its range)\n", rounds);
+    }
+    // The median over the rounds of one figure, with its range when there
+    // are several rounds.
+    auto median_of = [&](auto figure) {
+      std::vector<double> v;
+      for (const Round& m : measured) v.push_back(figure(m));
+      std::sort(v.begin(), v.end());
+      const std::size_t n = v.size();
+      return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    };
+    auto range_of = [&](auto figure, const char* format) {
+      if (measured.size() < 2) return std::string();
+      double lo = figure(measured[0]), hi = lo;
+      for (const Round& m : measured) {
+        lo = std::min(lo, figure(m));
+        hi = std::max(hi, figure(m));
+      }
+      char buf[96];
+      std::snprintf(buf, sizeof buf, format, lo, hi);
+      return std::string(buf);
+    };
+    // The figures printed below: medians (one round: its own).
+    Figures run, floor;
+    Cpu run_cpu;  // summed over the rounds
+    run.rate = median_of([](const Round& m) { return m.run.rate; });
+    run.p50 = median_of([](const Round& m) { return m.run.p50; });
+    run.p99 = median_of([](const Round& m) { return m.run.p99; });
+    floor.rate = median_of([](const Round& m) { return m.floor.rate; });
+    floor.p50 = median_of([](const Round& m) { return m.floor.p50; });
+    floor.p99 = median_of([](const Round& m) { return m.floor.p99; });
+    for (const Round& m : measured) {
+      run.ok += m.run.ok;
+      run.failed += m.run.failed;
+      run.seconds += m.run.seconds;
+      floor.ok += m.floor.ok;
+      floor.failed += m.floor.failed;
+    }
+    auto us_per = [&](double Cpu::*who, bool of_run) {
+      return median_of([&](const Round& m) {
+        return of_run ? per_call_us(m.run_cpu.*who, m.run) : per_call_us(m.floor_cpu.*who, m.floor);
+      });
+    };
+    for (const Round& m : measured) {
+      run_cpu.serve += m.run_cpu.serve;
+      run_cpu.sim += m.run_cpu.sim;
+      run_cpu.self += m.run_cpu.self;
+    }
+    const int rounds_met = static_cast<int>(std::count_if(measured.begin(), measured.end(), [&](const Round& m) {
+      return m.run.p99 <= 3 * latency + 5;
+    }));
     auto or_default = [](unsigned v) { return v ? std::to_string(v) : std::string("default"); };
-    std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured, %u io threads, %s pool threads, "
-                "%s callback connections\n",
-                clients, latency, run.seconds, io_threads, or_default(pool_threads).c_str(),
-                or_default(connections).c_str());
+    std::printf("bench_invoke: C=%d clients, L=%d ms per callback, %.1f s measured (%d round%s), %u io threads, "
+                "%s pool threads, %s callback connections\n",
+                clients, latency, run.seconds, rounds, rounds > 1 ? "s" : "", io_threads,
+                or_default(pool_threads).c_str(), or_default(connections).c_str());
     if (split)
       std::printf("pinned: iaserve on CPU %s; dpatsim, the clients and the floor on CPUs %s\n",
                   split->names(split->server).c_str(), split->names(split->dpat).c_str());
@@ -465,20 +539,29 @@ int main(int argc, char** argv) {
       fs::remove_all(qdir, qec);
       fs::remove_all(cost_dir, qec);
     }
-    std::printf("invocations/s: %.0f (target >= 2000 at L=0 on 2 cores)\n", run.rate);
+    std::printf("invocations/s: %.0f%s (target >= 2000 at L=0 on 2 cores)\n", run.rate,
+                range_of([](const Round& m) { return m.run.rate; }, " (%.0f-%.0f)").c_str());
+    const double serve_us = us_per(&Cpu::serve, true);
     std::printf(
-        "CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second, %.0f us each), "
+        "CPU used while measuring: iaserve %.2f s (%.0f invocations per iaserve CPU second, %.0f us each%s), "
         "dpatsim %.2f s (%.0f us per invocation), clients %.2f s\n",
-        run_cpu.serve, run_cpu.serve > 0 ? static_cast<double>(run.ok) / run_cpu.serve : 0.0,
-        per_call_us(run_cpu.serve, run), run_cpu.sim, per_call_us(run_cpu.sim, run), run_cpu.self);
-    std::printf("latency p50: %.2f ms, p99: %.2f ms\n", run.p50, run.p99);
-    if (latency > 0)
-      std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s)\n", run.p99 / latency, 3 * latency + 5,
+        run_cpu.serve, serve_us > 0 ? 1e6 / serve_us : 0.0, serve_us,
+        range_of([&](const Round& m) { return per_call_us(m.run_cpu.serve, m.run); }, "; %.0f-%.0f").c_str(),
+        run_cpu.sim, us_per(&Cpu::sim, true), run_cpu.self);
+    std::printf("latency p50: %.2f ms%s, p99: %.2f ms%s\n", run.p50,
+                range_of([](const Round& m) { return m.run.p50; }, " (%.2f-%.2f)").c_str(), run.p99,
+                range_of([](const Round& m) { return m.run.p99; }, " (%.2f-%.2f)").c_str());
+    if (latency > 0) {
+      std::printf("p99 / L: %.2f (target p99 <= 3L + 5 ms = %d ms: %s", run.p99 / latency, 3 * latency + 5,
                   run.p99 <= 3 * latency + 5 ? "met" : "missed");
-    std::printf("floor, the two callbacks made directly (C=%d, no iaserve): %.0f/s, p50 %.2f ms, p99 %.2f ms, "
+      if (rounds > 1) std::printf("; met in %d of %d rounds", rounds_met, rounds);
+      std::printf(")\n");
+    }
+    std::printf("floor, the two callbacks made directly (C=%d, no iaserve): %.0f/s, p50 %.2f ms, p99 %.2f ms%s, "
                 "%ld failed; CPU per create: dpatsim %.0f us, callback client %.0f us\n",
-                clients, floor.rate, floor.p50, floor.p99, floor.failed,
-                per_call_us(floor_cpu.sim, floor), per_call_us(floor_cpu.self, floor));
+                clients, floor.rate, floor.p50, floor.p99,
+                range_of([](const Round& m) { return m.floor.p99; }, " (%.2f-%.2f)").c_str(), floor.failed,
+                us_per(&Cpu::sim, false), us_per(&Cpu::self, false));
     if (floor.rate > 0 && floor.p99 > 0)
       std::printf("iaserve against the floor: rate x%.2f, p50 x%.2f, p99 x%.2f (p99 %+.2f ms)\n",
                   run.rate / floor.rate, floor.p50 > 0 ? run.p50 / floor.p50 : 0.0, run.p99 / floor.p99,
