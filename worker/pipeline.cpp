@@ -558,6 +558,7 @@ void Pipeline::pipeline() {
   analysis::Hooks hooks;
   hooks.cancelled = [this] { return cancelled() || stopping(); };
   hooks.time_limit = settings_.analysis_time_limit;
+  hooks.scratch_dir = folder_;  // exec's scratch beside the slide, removed with it if a crash leaves it
   hooks.progress = [&, started = Clock::now()](int pct) {
     const double el = seconds_since(started);
     std::string eta = pct >= 5 && el > 1 ? eta_text(el * (100 - pct) / pct) : std::string();

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <span>
@@ -139,11 +140,16 @@ class TimedOut : public std::runtime_error {
   explicit TimedOut(std::chrono::milliseconds limit);
 };
 
-// What the caller plugs in: progress reports, a cancel flag, a time limit.
+// What the caller plugs in: progress reports, a cancel flag, a time limit,
+// where scratch files go.
 struct Hooks {
   std::function<void(int percent)> progress;  // 0..100, never decreasing
   std::function<bool()> cancelled;
   std::chrono::milliseconds time_limit{0};  // 0: none
+  // An existing folder for an analysis's scratch folders (exec): the
+  // worker's slide folder, beside the slide, so a run's files stay in the
+  // data folder and on its disk. Empty: the temporary folder (TMPDIR).
+  std::filesystem::path scratch_dir;
 };
 
 // What an analysis sees while it runs.
@@ -164,6 +170,7 @@ class Context {
   void check() const;
   bool cancelled() const;
   std::chrono::steady_clock::duration elapsed() const;
+  const std::filesystem::path& scratch_dir() const { return hooks_.scratch_dir; }
 
  private:
   const slide::Slide& slide_;

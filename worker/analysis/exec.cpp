@@ -395,7 +395,8 @@ Outcome run(Context& ctx) {
   const std::size_t max_out = static_cast<std::size_t>(params.integer("max_output_mb")) << 20;
 
   std::error_code ec;
-  fs::path scratch = fs::temp_directory_path(ec) / "iaserve-exec-XXXXXX";
+  fs::path scratch = (ctx.scratch_dir().empty() ? fs::temp_directory_path(ec) : ctx.scratch_dir()) /
+                     "iaserve-exec-XXXXXX";
   std::string templ = scratch.string();
   if (!::mkdtemp(templ.data())) {
     const int e = errno;

@@ -485,9 +485,11 @@ TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the progra
   Stack s;
   make_slides(s.slides, 1, 1024, 768);
   const fs::path pid_file = s.dir / "program.pid";
-  // The program notes its pid, then becomes a two-minute sleep (same pid).
-  s.use_exec("/bin/sh", "-c 'echo $$ > " + pid_file.string() + ".tmp && mv " + pid_file.string() + ".tmp " +
-                            pid_file.string() + " && exec sleep 120'");
+  const fs::path job_file = s.dir / "program.job";
+  // The program keeps its job, notes its pid, then becomes a two-minute
+  // sleep (same pid).
+  s.use_exec("/bin/sh", "-c 'cat > " + job_file.string() + " && echo $$ > " + pid_file.string() + ".tmp && mv " +
+                            pid_file.string() + ".tmp " + pid_file.string() + " && exec sleep 120'");
   s.start_sim();
   s.start_server();
   Process& w = s.start_worker("w1");
@@ -508,6 +510,12 @@ TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the progra
   while (running(program) && std::chrono::steady_clock::now() < gone_by) std::this_thread::sleep_for(20ms);
   CHECK_FALSE(running(program));
   if (running(program)) ::kill(program, SIGKILL);  // the old behaviour: do not leave it behind
+  // Its scratch folder, left behind by the kill, is in the slide's folder
+  // in the worker's data folder (where retention removes it), not in /tmp.
+  const auto job = boost::json::parse(read_file(job_file));
+  const fs::path scratch = std::string(job.at("scratch").as_string());
+  CHECK(scratch.parent_path() == s.dir / "data-w1" / iaserve::iaapi::slide_key("s0"));
+  CHECK(fs::is_directory(scratch));
 }
 
 TEST_CASE("status_page = false takes the page away", "[worker][integration]") {

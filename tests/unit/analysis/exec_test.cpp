@@ -114,7 +114,39 @@ echo '{"result": {"displayResult": "seen"}}'
   std::string scratch;
   std::getline(sc, scratch);
   REQUIRE_FALSE(scratch.empty());
+  CHECK(fs::path(scratch).parent_path() == fs::temp_directory_path());  // no Hooks::scratch_dir given
   CHECK_FALSE(fs::exists(scratch));
+}
+
+TEST_CASE("exec makes its scratch folder in the caller's scratch_dir (the worker's slide folder)", "[exec]") {
+  ExecSlide t;
+  const fs::path seen = t.dir / "job.json";
+  const std::string program = t.script("dump.sh", R"SH(cat > "$1"
+scratch=$(sed -n 's/.*"scratch":"\([^"]*\)".*/\1/p' "$1")
+test -d "$scratch" && touch "$scratch/mine" && echo "$scratch" > "$1.scratch"
+stat -c %a "$scratch" > "$1.mode"
+echo '{"result": {"displayResult": "seen"}}'
+)SH");
+  analysis::Hooks hooks;
+  hooks.scratch_dir = t.dir / "slide-folder";
+  fs::create_directories(hooks.scratch_dir);
+  auto r = t.run({{"command", program}, {"args", seen.string()}}, hooks);
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  std::ifstream sc(seen.string() + ".scratch");
+  std::string scratch;
+  std::getline(sc, scratch);
+  REQUIRE_FALSE(scratch.empty());
+  CHECK(fs::path(scratch).parent_path() == hooks.scratch_dir);
+  CHECK(iaserve::test::read_file(seen.string() + ".mode") == "700\n");
+  CHECK_FALSE(fs::exists(scratch));
+  CHECK(fs::is_empty(hooks.scratch_dir));  // removed after the run, nothing left beside it
+
+  // A scratch_dir that cannot take a folder: the run fails naming it, not elsewhere.
+  hooks.scratch_dir = t.dir / "missing";
+  r = t.run({{"command", program}, {"args", seen.string()}}, hooks);
+  CHECK(r.status == analysis::RunStatus::failed);
+  CHECK_THAT(r.error, Catch::Matchers::Contains((t.dir / "missing").string()));
 }
 
 TEST_CASE("exec: a misbehaving program ends with a message that says how", "[exec]") {
