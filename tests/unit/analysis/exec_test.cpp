@@ -38,6 +38,23 @@ struct ExecSlide {
   }
 };
 
+// A program that keeps its job in $1, proves its scratch folder is there
+// (a file made in it), notes the folder in $1.scratch and its mode in
+// $1.mode, and answers.
+constexpr const char* kDumpJob = R"SH(cat > "$1"
+scratch=$(sed -n 's/.*"scratch":"\([^"]*\)".*/\1/p' "$1")
+test -d "$scratch" && touch "$scratch/mine" && echo "$scratch" > "$1.scratch"
+stat -c %a "$scratch" > "$1.mode"
+echo '{"result": {"displayResult": "seen"}}'
+)SH";
+
+std::string first_line(const fs::path& file) {
+  std::ifstream in(file);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
 bool process_gone(long pid) {
   // Gone, or a zombie waiting for its reaper: either way it runs no more.
   std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
@@ -86,11 +103,7 @@ TEST_CASE("exec runs the shipped example: its result, outlines and progress", "[
 TEST_CASE("exec hands the program the slide, the drawn regions, the parameters and a scratch folder", "[exec]") {
   ExecSlide t;
   const fs::path seen = t.dir / "job.json";
-  const std::string program = t.script("dump.sh", R"SH(cat > "$1"
-scratch=$(sed -n 's/.*"scratch":"\([^"]*\)".*/\1/p' "$1")
-test -d "$scratch" && touch "$scratch/mine" && echo "$scratch" > "$1.scratch"
-echo '{"result": {"displayResult": "seen"}}'
-)SH");
+  const std::string program = t.script("dump.sh", kDumpJob);
   analysis::Input input;
   input.type = analysis::InputType::tagged_polygon;
   input.regions.push_back({{10, 20}, {500, 20}, {500, 400}});
@@ -110,9 +123,7 @@ echo '{"result": {"displayResult": "seen"}}'
   CHECK(json::serialize(job.at("input").at("regions")) == "[[[1E1,2E1],[5E2,2E1],[5E2,4E2]]]");
   CHECK(job.at("params").at("args") == seen.c_str());
   // The scratch folder existed while it ran and is gone after.
-  std::ifstream sc(seen.string() + ".scratch");
-  std::string scratch;
-  std::getline(sc, scratch);
+  const std::string scratch = first_line(seen.string() + ".scratch");
   REQUIRE_FALSE(scratch.empty());
   CHECK(fs::path(scratch).parent_path() == fs::temp_directory_path());  // no Hooks::scratch_dir given
   CHECK_FALSE(fs::exists(scratch));
@@ -121,21 +132,14 @@ echo '{"result": {"displayResult": "seen"}}'
 TEST_CASE("exec makes its scratch folder in the caller's scratch_dir (the worker's slide folder)", "[exec]") {
   ExecSlide t;
   const fs::path seen = t.dir / "job.json";
-  const std::string program = t.script("dump.sh", R"SH(cat > "$1"
-scratch=$(sed -n 's/.*"scratch":"\([^"]*\)".*/\1/p' "$1")
-test -d "$scratch" && touch "$scratch/mine" && echo "$scratch" > "$1.scratch"
-stat -c %a "$scratch" > "$1.mode"
-echo '{"result": {"displayResult": "seen"}}'
-)SH");
+  const std::string program = t.script("dump.sh", kDumpJob);
   analysis::Hooks hooks;
   hooks.scratch_dir = t.dir / "slide-folder";
   fs::create_directories(hooks.scratch_dir);
   auto r = t.run({{"command", program}, {"args", seen.string()}}, hooks);
   INFO(r.error);
   REQUIRE(r.status == analysis::RunStatus::ok);
-  std::ifstream sc(seen.string() + ".scratch");
-  std::string scratch;
-  std::getline(sc, scratch);
+  const std::string scratch = first_line(seen.string() + ".scratch");
   REQUIRE_FALSE(scratch.empty());
   CHECK(fs::path(scratch).parent_path() == hooks.scratch_dir);
   CHECK(iaserve::test::read_file(seen.string() + ".mode") == "700\n");
