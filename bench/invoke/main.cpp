@@ -508,17 +508,15 @@ int main(int argc, char** argv) {
       run.seconds += m.run.seconds;
       floor.ok += m.floor.ok;
       floor.failed += m.floor.failed;
+      run_cpu.serve += m.run_cpu.serve;
+      run_cpu.sim += m.run_cpu.sim;
+      run_cpu.self += m.run_cpu.self;
     }
     auto us_per = [&](double Cpu::*who, bool of_run) {
       return median_of([&](const Round& m) {
         return of_run ? per_call_us(m.run_cpu.*who, m.run) : per_call_us(m.floor_cpu.*who, m.floor);
       });
     };
-    for (const Round& m : measured) {
-      run_cpu.serve += m.run_cpu.serve;
-      run_cpu.sim += m.run_cpu.sim;
-      run_cpu.self += m.run_cpu.self;
-    }
     const int rounds_met = static_cast<int>(std::count_if(measured.begin(), measured.end(), [&](const Round& m) {
       return m.run.p99 <= 3 * latency + 5;
     }));
