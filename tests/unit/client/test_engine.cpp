@@ -56,6 +56,12 @@ CallOutcome<T> await(Start start) {
   return future.get();
 }
 
+// The tissue app's results on slide s1, listed through the engine.
+CallOutcome<std::vector<StoredResult>> list_s1(CallbackEngine& engine, const TestServer& server) {
+  return await<std::vector<StoredResult>>(
+      [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+}
+
 CallbackError error_of(const std::exception_ptr& e) {
   REQUIRE(e);
   try {
@@ -165,8 +171,7 @@ TEST_CASE("engine: retries on a timer; errors have the blocking client's kinds a
       return i < 2 ? Reply::json(503, R"({"error":"busy"})") : Reply::json(200, "[]");
     });
     CallbackEngine engine(fast());
-    auto o = await<std::vector<StoredResult>>(
-        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto o = list_s1(engine, server);
     CHECK(o.value);
     CHECK(server.request_count() == 3);
   }
@@ -202,8 +207,7 @@ TEST_CASE("engine: retries on a timer; errors have the blocking client's kinds a
     TestServer server(
         [](const Received&, std::size_t) { return Reply::json(200, R"({"not":"a list"})"); });
     CallbackEngine engine(fast());
-    auto o = await<std::vector<StoredResult>>(
-        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto o = list_s1(engine, server);
     auto e = error_of(o.error);
     CHECK(e.kind() == CallbackErrorKind::protocol);
     CHECK_THAT(e.what(), Catch::Matchers::StartsWith(
@@ -365,8 +369,7 @@ TEST_CASE("engine: timeouts and oversized answers end calls with the client's ki
     o.total_timeout = 200ms;
     o.max_attempts = 2;
     CallbackEngine engine(o);
-    auto r = await<std::vector<StoredResult>>(
-        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto r = list_s1(engine, server);
     auto e = error_of(r.error);
     CHECK(e.kind() == CallbackErrorKind::transport);
     CHECK_THAT(e.what(), Catch::Matchers::StartsWith("GET /applications/tissue/results/slide/s1: Operation timed out") &&
@@ -378,8 +381,7 @@ TEST_CASE("engine: timeouts and oversized answers end calls with the client's ki
     auto o = fast();
     o.max_body_bytes = 4096;
     CallbackEngine engine(o);
-    auto r = await<std::vector<StoredResult>>(
-        [&](auto done) { engine.list_results(info_for(server), "tissue", "s1", done); });
+    auto r = list_s1(engine, server);
     auto e = error_of(r.error);
     CHECK(e.kind() == CallbackErrorKind::protocol);
     CHECK(std::string(e.what()) == "GET /applications/tissue/results/slide/s1: answer larger than 4096 bytes");
