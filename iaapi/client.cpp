@@ -381,10 +381,15 @@ detail::Attempt curl_attempt(CURLcode rc, const char* errbuf, Exchange& ex) {
   return a;
 }
 
+// How a call ends when ClientOptions::cancelled or the engine's stop says so.
+CallbackError cancelled_by(const std::string& step) {
+  return CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+}
+
 }  // namespace
 
 std::exception_ptr detail::cancelled_error(const std::string& step) {
-  return std::make_exception_ptr(CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled"));
+  return std::make_exception_ptr(cancelled_by(step));
 }
 
 detail::Verdict detail::judge(const std::string& step, bool idempotent, int attempt,
@@ -395,7 +400,7 @@ detail::Verdict detail::judge(const std::string& step, bool idempotent, int atte
   bool retryable = false;
   std::optional<std::chrono::milliseconds> retry_after;
   if (a.failure != Failure::none) {
-    if (a.failure == Failure::cancelled) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+    if (a.failure == Failure::cancelled) throw cancelled_by(step);
     if (a.failure == Failure::too_large)
       throw CallbackError(CallbackErrorKind::protocol, a.response ? a.response->status : 0,
                           step + ": answer larger than " + std::to_string(options.max_body_bytes) + " bytes");
@@ -491,7 +496,7 @@ struct CallbackClient::Impl {
   void sleep_for(std::chrono::milliseconds d, const std::string& step) {
     const auto until = Clock::now() + d;
     while (Clock::now() < until) {
-      if (cancelled()) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+      if (cancelled()) throw cancelled_by(step);
       std::this_thread::sleep_for(
           std::min<Clock::duration>(std::chrono::milliseconds(50), until - Clock::now()));
     }
@@ -507,7 +512,7 @@ struct CallbackClient::Impl {
     const std::vector<long> ok_list(ok);
     char errbuf[CURL_ERROR_SIZE];
     for (int attempt = 1;; ++attempt) {
-      if (cancelled()) throw CallbackError(CallbackErrorKind::cancelled, 0, step + ": cancelled");
+      if (cancelled()) throw cancelled_by(step);
       Exchange ex;
       ex.options = &options;
       ex.sink = sink;
@@ -739,13 +744,16 @@ class CurlLane final : public detail::EngineLane {
   CurlLane(EngineCore& core, std::size_t max_transfers) : core_(core), max_transfers_(max_transfers) {
     curl_multi_setopt(loop_.multi(), CURLMOPT_MAXCONNECTS, static_cast<long>(max_transfers_));
     thread_ = std::thread([this] { run(); });
+    thread_id_ = thread_.get_id();
   }
   ~CurlLane() override {
     finish();
     for (CURL* h : spare_) curl_easy_cleanup(h);
   }
 
-  bool on_thread() const override { return std::this_thread::get_id() == thread_.get_id(); }
+  // Its own copy of the id: thread_.join() in finish() writes thread_'s. Set
+  // before the lane is handed out, so before any call reaches either thread.
+  bool on_thread() const override { return std::this_thread::get_id() == thread_id_; }
 
   void take(std::unique_ptr<EngineCall> call) override {
     incoming_.push_back(std::move(call));
@@ -771,6 +779,7 @@ class CurlLane final : public detail::EngineLane {
   CurlLoop loop_;  // the transfers' sockets and wake-ups; loop_.multi() drives them
   std::atomic<bool> sleeping_{false};  // in the loop's wait, or about to be
   std::thread thread_;
+  std::thread::id thread_id_;
   std::mt19937_64 rng_{detail::jitter_seed()};
   std::vector<std::unique_ptr<EngineCall>> incoming_;  // guarded by core_.mutex
 

@@ -419,7 +419,8 @@ class HttpLane final : public EngineLane {
       }
       if (t->conn) t->conn->stream.close();  // their handlers end them, cancelled
     }
-    // A lookup ends only when getaddrinfo returns: its transfer ends now.
+    // A lookup's transfer ends now, cancelled. getaddrinfo itself cannot be
+    // interrupted: the thread (and so finish()) still waits until it returns.
     for (Transfer* t : looking) {
       *t->looking = false;
       t->lookup_timer->cancel();
