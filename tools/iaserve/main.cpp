@@ -15,6 +15,7 @@
 #include "server/config.hpp"
 #include "server/http/server.hpp"
 #include "server/service.hpp"
+#include "worker/analysis/analysis.hpp"
 
 int main(int argc, char** argv) {
   using namespace iaserve;
@@ -48,6 +49,16 @@ int main(int argc, char** argv) {
   } catch (const server::ConfigError& e) {
     std::cerr << "iaserve: configuration " << config_path << ": " << e.what() << "\n";
     return 2;
+  }
+  // An app whose analysis or parameters are wrong would queue jobs every
+  // worker fails: refused here too, naming the key. Only what holds on any
+  // host: an exec app's program need not exist where iaserve runs.
+  for (std::size_t i = 0; i < config.apps.size(); ++i) {
+    const auto& a = config.apps[i];
+    if (auto error = analysis::app_config_error(i, a.analysis, a.params, analysis::Checks::any_host)) {
+      std::cerr << "iaserve: configuration " << config_path << ": " << *error << "\n";
+      return 2;
+    }
   }
   if (check) {
     std::cout << server::describe(config) << std::flush;

@@ -108,17 +108,8 @@ int run(const RunOptions& ro) {
   // gets: refuse to start instead, naming the key.
   for (std::size_t i = 0; i < config.apps.size(); ++i) {
     const auto& app = config.apps[i];
-    const std::string key = "apps[" + std::to_string(i) + "]";
-    const analysis::Descriptor* d = analysis::find(app.analysis);
-    if (!d) {
-      std::cerr << "iaworker run: " << key << ".analysis: unknown analysis \"" << app.analysis
-                << "\"\n";
-      return 2;
-    }
-    try {
-      (void)analysis::validate_params(*d, app.params);
-    } catch (const std::exception& e) {
-      std::cerr << "iaworker run: " << key << ".params: " << e.what() << "\n";
+    if (auto error = analysis::app_config_error(i, app.analysis, app.params, analysis::Checks::this_host)) {
+      std::cerr << "iaworker run: " << *error << "\n";
       return 2;
     }
   }

@@ -194,9 +194,13 @@ struct Descriptor {
   std::function<Outcome(Context&)> run;
   ActionHandler on_action;  // optional
   std::string version = "1";
-  // Optional: checks the validated parameters together (a required text, a
-  // program that must exist); throws ParameterError naming the parameter.
+  // Optional: checks the validated parameters together (a required text, an
+  // argument line that must parse); throws ParameterError naming the parameter.
   std::function<void(const Params&)> check;
+  // Optional: what only the host that runs the analysis can check (a program
+  // that must exist there). Workers run it; the server, which may run on a
+  // host without the program, does not.
+  std::function<void(const Params&)> host_check;
 };
 
 // The built-in analyses, in order (registry.cpp).
@@ -204,12 +208,25 @@ std::span<const Descriptor* const> all();
 // nullptr when no analysis has that name.
 const Descriptor* find(std::string_view name);
 
+// Which of a descriptor's checks validate_params runs: all of them (a
+// worker, which runs the analysis here), or those that hold on any host
+// (the server, which only queues jobs for workers elsewhere).
+enum class Checks { this_host, any_host };
+
 // Validates given parameters (JSON values, or strings from a command line
 // "k=v") against the descriptor; unset parameters take their defaults.
 // Throws ParameterError naming the parameter and the value.
-Params validate_params(const Descriptor& d, const boost::json::object& given);
+Params validate_params(const Descriptor& d, const boost::json::object& given,
+                       Checks checks = Checks::this_host);
 Params validate_params(const Descriptor& d,
                        const std::vector<std::pair<std::string, std::string>>& given);
+
+// The first fault of a configured app's analysis setting, naming its key
+// ("apps[2].analysis: unknown analysis \"x\" (built in: tissue, exec)",
+// "apps[2].params: parameter min_area: ..."); nullopt when there is none.
+// What iaserve and iaworker check at start-up.
+std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
+                                            const boost::json::object& params, Checks checks);
 
 enum class RunStatus { ok, failed, cancelled, timed_out };
 std::string_view to_string(RunStatus s);

@@ -294,13 +294,22 @@ Params defaults(const Descriptor& d) {
 
 }  // namespace
 
-Params validate_params(const Descriptor& d, const json::object& given) {
+namespace {
+
+void run_checks(const Descriptor& d, const Params& p, Checks checks) {
+  if (d.check) d.check(p);
+  if (checks == Checks::this_host && d.host_check) d.host_check(p);
+}
+
+}  // namespace
+
+Params validate_params(const Descriptor& d, const json::object& given, Checks checks) {
   Params out = defaults(d);
   for (const auto& [k, v] : given) {
     const Parameter& p = parameter_of(d, k);
     out.set(p.name, from_json(p, v));
   }
-  if (d.check) d.check(out);
+  run_checks(d, out, checks);
   return out;
 }
 
@@ -311,8 +320,25 @@ Params validate_params(const Descriptor& d,
     const Parameter& p = parameter_of(d, k);
     out.set(p.name, from_json(p, from_text(p, v)));
   }
-  if (d.check) d.check(out);
+  run_checks(d, out, Checks::this_host);
   return out;
+}
+
+std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
+                                            const json::object& params, Checks checks) {
+  const std::string key = "apps[" + std::to_string(index) + "]";
+  const Descriptor* d = find(analysis);
+  if (!d) {
+    std::string known;
+    for (const Descriptor* a : all()) known += (known.empty() ? "" : ", ") + a->name;
+    return key + ".analysis: unknown analysis \"" + std::string(analysis) + "\" (built in: " + known + ")";
+  }
+  try {
+    (void)validate_params(*d, params, checks);
+  } catch (const std::exception& e) {
+    return key + ".params: " + e.what();
+  }
+  return std::nullopt;
 }
 
 // ---- running ------------------------------------------------------------

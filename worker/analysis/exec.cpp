@@ -105,11 +105,15 @@ std::optional<std::string> resolve(const std::string& command) {
 }
 
 void check_params(const Params& p) {
+  if (p.text("command").empty()) throw ParameterError("parameter command: required (the program to run)");
+  split_args(p.text("args"));  // its quoting, at start-up rather than at the first job
+}
+
+// On the host that runs it: the program is there.
+void check_program(const Params& p) {
   const std::string& command = p.text("command");
-  if (command.empty()) throw ParameterError("parameter command: required (the program to run)");
   if (!resolve(command))
     throw ParameterError("parameter command: \"" + command + "\" is not an executable file (nor on PATH)");
-  split_args(p.text("args"));  // its quoting, at start-up rather than at the first job
 }
 
 json::array ring_json(const PolygonPx& ring) {
@@ -564,6 +568,7 @@ extern const Descriptor exec_analysis{
     {},
     "1",
     check_params,
+    check_program,
 };
 
 }  // namespace iaserve::analysis

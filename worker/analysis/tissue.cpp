@@ -237,6 +237,7 @@ extern const Descriptor tissue_analysis{
     {},
     kVersion,
     {},
+    {},
 };
 
 }  // namespace iaserve::analysis

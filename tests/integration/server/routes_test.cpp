@@ -480,3 +480,36 @@ TEST_CASE("configuration errors stop the start with the key named", "[server][in
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Matchers::Contains("dir = '2024-01-01'"));
 }
+
+TEST_CASE("an app's analysis and parameters are checked at start-up, except what only a worker's host can tell",
+          "[server][integration]") {
+  TempDir dir("iaserve-cfg");
+  auto app = [&](const std::string& name, const std::string& rest) {
+    std::ofstream(dir / name) << "[[apps]]\nroute = \"/t\"\napplication_id = \"t\"\n" << rest;
+    return (dir / name).string();
+  };
+  // Without --check-config too: a bad app never starts serving.
+  auto r = run({bin("iaserve"), "--config", app("typo.toml", "analysis = \"tisue\"\n"), "--listen", "127.0.0.1:0",
+                "--queue-dir", (dir / "q").string()},
+               20s);
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].analysis: unknown analysis \"tisue\" (built in: tissue, exec)"));
+  r = run({bin("iaserve"), "--config", app("param.toml", "[apps.params]\ntarget_mpp = 0.1\n"), "--check-config"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params: parameter target_mpp: 0.1 is below 1"));
+  r = run({bin("iaserve"), "--config", app("exec.toml", "analysis = \"exec\"\n"), "--check-config"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params: parameter command: required"));
+  // A program installed on the workers only: iaserve queues for them, and
+  // the worker here (without it) refuses to start.
+  const std::string remote =
+      app("remote.toml", "analysis = \"exec\"\n[apps.params]\ncommand = \"/opt/models/absent\"\n");
+  r = run({bin("iaserve"), "--config", remote, "--check-config"});
+  INFO(r.err);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("/opt/models/absent"));
+  r = run({bin("iaworker"), "run", "--config", remote, "--check", "--queue-dir", (dir / "q").string()});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains(
+                        "apps[0].params: parameter command: \"/opt/models/absent\" is not an executable file"));
+}
