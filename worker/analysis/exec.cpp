@@ -178,12 +178,65 @@ bool move_fd(int fd, int target) {
   return ::dup2(fd, target) == target;
 }
 
-// Starts the program with fork and execve rather than posix_spawn: the child
-// has to ask for SIGKILL when this thread ends (PR_SET_PDEATHSIG), which
-// posix_spawn cannot. So a worker killed with SIGKILL leaves no analysis
-// running on its host: the job's next run (on any host) is the only one. The
-// job thread that forks waits for the child, so the signal never comes early.
-// Between fork and execve the child makes only async-signal-safe calls.
+// The guard's flags, set by its signal handlers. The guard is a process of
+// its own (a fork of the worker), so nothing else reads or writes them.
+volatile sig_atomic_t g_guard_parent_gone = 0;
+volatile sig_atomic_t g_guard_program_ended = 0;
+// The signal the guard gets when the worker thread that started it ends.
+constexpr int kParentGone = SIGUSR1;
+
+void guard_signal(int sig) {
+  if (sig == SIGCHLD)
+    g_guard_program_ended = 1;
+  else
+    g_guard_parent_gone = 1;
+}
+
+// The guard, once the program runs: waits for the program's end or the
+// worker's, with every other signal blocked. The worker gone: the whole
+// process group is killed (the program and whatever it started), the guard
+// with it. The program ended: the guard ends the same way (its exit code, or
+// its signal), so the worker reads the program's status as its child's.
+// Async-signal-safe calls only (a fork of a threaded process).
+[[noreturn]] void guard(pid_t program) {
+  sigset_t waiting;
+  sigfillset(&waiting);
+  sigdelset(&waiting, SIGCHLD);
+  sigdelset(&waiting, kParentGone);
+  int status = 0;
+  for (;;) {
+    if (g_guard_parent_gone) ::kill(0, SIGKILL);
+    if (g_guard_program_ended) {
+      g_guard_program_ended = 0;
+      if (::waitpid(program, &status, WNOHANG) == program) break;
+    }
+    ::sigsuspend(&waiting);  // the handlers run only in here: no wake-up is missed
+  }
+  if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
+  const int sig = WTERMSIG(status);
+  ::prctl(PR_SET_DUMPABLE, 0);  // no core of the worker's image for the program's crash
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  ::sigaction(sig, &dfl, nullptr);
+  sigset_t only;
+  sigemptyset(&only);
+  sigaddset(&only, sig);
+  ::sigprocmask(SIG_UNBLOCK, &only, nullptr);
+  ::kill(::getpid(), sig);
+  ::_exit(128 + sig);
+}
+
+// Starts the program with fork and execve rather than posix_spawn, under a
+// guard: the worker's child is a small fork of it that leads the program's
+// process group, asks for a signal when the worker thread ends
+// (PR_SET_PDEATHSIG, which posix_spawn cannot) and then kills the whole
+// group. So a worker killed with SIGKILL leaves nothing of the analysis
+// running on its host, not even what the program started (a wrapper
+// script's python): the job's next run (on any host) is the only one. The
+// program itself also gets SIGKILL should the guard die. The job thread that
+// forks waits for the child, so the signal never comes early.
+// Between fork and execve only async-signal-safe calls are made; the guard's
+// own fork is _Fork (no atfork handlers).
 void spawn(Child& c, const std::string& program, const std::vector<std::string>& args) {
   const std::optional<std::string> path = resolve(program);
   if (!path) fail(program, "cannot start: not an executable file (nor on PATH)");
@@ -207,7 +260,7 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
   // Every signal blocked across the fork: no handler of this process runs in
-  // the child; the child unblocks them just before execve.
+  // the child; the program's mask is emptied just before execve.
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -216,10 +269,16 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   const long open_max = std::clamp(::sysconf(_SC_OPEN_MAX), 1024L, 1L << 20);
   const pid_t pid = ::fork();
   if (pid == 0) {
-    // Its own process group (killed whole on a cancel); dead with this thread.
+    // The guard: its own process group (killed whole on a cancel), told
+    // when this thread ends.
     ::setpgid(0, 0);
+    struct sigaction on {};
+    on.sa_handler = guard_signal;
+    sigfillset(&on.sa_mask);
+    ::sigaction(SIGCHLD, &on, nullptr);
+    ::sigaction(kParentGone, &on, nullptr);
     int e = 0;
-    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+    if (::prctl(PR_SET_PDEATHSIG, kParentGone) != 0) {
       e = errno;
     } else if (::getppid() != parent) {
       ::_exit(127);  // the worker is gone already: nobody reads the answer
@@ -232,16 +291,34 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
       if ((keep > 3 && ::close_range(3, keep - 1, 0) != 0) || ::close_range(keep + 1, ~0U, 0) != 0)
         for (long fd = 3; fd < open_max; ++fd)
           if (fd != static_cast<long>(keep)) ::close(static_cast<int>(fd));
-      // SIGPIPE at its default (a server in this process may ignore it),
-      // an empty signal mask.
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      ::sigaction(SIGPIPE, &dfl, nullptr);
-      sigset_t none;
-      sigemptyset(&none);
-      ::sigprocmask(SIG_SETMASK, &none, nullptr);
-      ::execve(path->c_str(), argv.data(), environ);
-      e = errno;
+      const pid_t guard_pid = ::getpid();
+      const pid_t program_pid = ::_Fork();
+      if (program_pid == 0) {
+        // The program: dead with its guard; SIGCHLD, SIGUSR1 and SIGPIPE at
+        // their defaults (a server in this process may ignore SIGPIPE), an
+        // empty signal mask.
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        for (int sig : {SIGCHLD, kParentGone, SIGPIPE}) ::sigaction(sig, &dfl, nullptr);
+        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
+          e = errno;
+        } else if (::getppid() != guard_pid) {
+          ::_exit(127);
+        } else {
+          sigset_t none;
+          sigemptyset(&none);
+          ::sigprocmask(SIG_SETMASK, &none, nullptr);
+          ::execve(path->c_str(), argv.data(), environ);
+          e = errno;
+        }
+      } else if (program_pid < 0) {
+        e = errno;
+      } else {
+        // The program's pipes and the status pipe are the program's alone:
+        // they end when it does.
+        for (int fd : {0, 1, 2, static_cast<int>(keep)}) ::close(fd);
+        guard(program_pid);
+      }
     }
     ssize_t ignored = ::write(status[1], &e, sizeof e);
     (void)ignored;

@@ -481,15 +481,19 @@ bool running(pid_t pid) {
   return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z' && text[close + 2] != 'X';
 }
 
-TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the program with it", "[worker][integration]") {
+TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the program with it, and what it started",
+          "[worker][integration]") {
   Stack s;
   make_slides(s.slides, 1, 1024, 768);
   const fs::path pid_file = s.dir / "program.pid";
+  const fs::path started_file = s.dir / "started.pid";
   const fs::path job_file = s.dir / "program.job";
-  // The program keeps its job, notes its pid, then becomes a two-minute
-  // sleep (same pid).
-  s.use_exec("/bin/sh", "-c 'cat > " + job_file.string() + " && echo $$ > " + pid_file.string() + ".tmp && mv " +
-                            pid_file.string() + ".tmp " + pid_file.string() + " && exec sleep 120'");
+  // The program keeps its job, starts a two-minute sleep of its own (as a
+  // wrapper script starts its model), notes both pids, then becomes a
+  // two-minute sleep itself (same pid).
+  s.use_exec("/bin/sh", "-c 'cat > " + job_file.string() + " && { sleep 120 & echo $! > " + started_file.string() +
+                            "; } && echo $$ > " + pid_file.string() + ".tmp && mv " + pid_file.string() + ".tmp " +
+                            pid_file.string() + " && exec sleep 120'");
   s.start_sim();
   s.start_server();
   Process& w = s.start_worker("w1");
@@ -498,18 +502,24 @@ TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the progra
   while (!fs::exists(pid_file) && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(20ms);
   INFO(w.stderr_text().substr(0, 4000));
   REQUIRE(fs::exists(pid_file));
-  pid_t program = 0;
+  pid_t program = 0, started = 0;
   std::ifstream(pid_file) >> program;
+  std::ifstream(started_file) >> started;
   REQUIRE(program > 0);
-  // Its process, as sleep now, runs while the worker does.
+  REQUIRE(started > 0);
+  // Both, as sleeps now, run while the worker does.
   std::this_thread::sleep_for(300ms);
   REQUIRE(running(program));
+  REQUIRE(running(started));
   w.kill9();
   w.wait(10s);
   const auto gone_by = std::chrono::steady_clock::now() + 10s;
-  while (running(program) && std::chrono::steady_clock::now() < gone_by) std::this_thread::sleep_for(20ms);
+  while ((running(program) || running(started)) && std::chrono::steady_clock::now() < gone_by)
+    std::this_thread::sleep_for(20ms);
   CHECK_FALSE(running(program));
-  if (running(program)) ::kill(program, SIGKILL);  // the old behaviour: do not leave it behind
+  CHECK_FALSE(running(started));
+  for (pid_t p : {program, started})
+    if (running(p)) ::kill(p, SIGKILL);  // a failed check leaves nothing behind
   // Its scratch folder, left behind by the kill, is in the slide's folder
   // in the worker's data folder (where retention removes it), not in /tmp.
   const auto job = boost::json::parse(read_file(job_file));
