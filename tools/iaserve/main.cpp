@@ -15,7 +15,7 @@
 #include "server/config.hpp"
 #include "server/http/server.hpp"
 #include "server/service.hpp"
-#include "worker/analysis/analysis.hpp"
+#include "worker/analysis/spec/spec.hpp"
 
 int main(int argc, char** argv) {
   using namespace iaserve;

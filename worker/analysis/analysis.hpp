@@ -7,6 +7,8 @@
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
+#include "worker/analysis/spec/spec.hpp"
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -26,11 +28,6 @@ class Slide;
 
 namespace iaserve::analysis {
 
-// IA-API invocation input types (inputTemplate.type).
-enum class InputType { whole_slide, tagged_polygon, multi_area };
-// "wholeSlide", "taggedPolygon", "multiArea"
-std::string_view to_string(InputType t);
-std::optional<InputType> input_type_from_string(std::string_view s);
 
 // Level-0 pixel coordinates.
 struct PointPx {
@@ -52,43 +49,6 @@ struct Input {
 Input input_from_json(std::string_view type, const boost::json::value& content,
                       double slide_width);
 
-// ---- parameters ---------------------------------------------------------
-
-enum class ParamType { integer, number, text, choice, boolean };
-using ParamValue = std::variant<bool, std::int64_t, double, std::string>;
-
-struct Parameter {
-  std::string name;
-  ParamType type = ParamType::number;
-  ParamValue default_value;
-  std::optional<double> min, max;    // integer, number
-  std::vector<std::string> choices;  // choice
-  std::string doc;
-};
-
-// A parameter value that is missing, of the wrong type or out of range:
-// "parameter min_region_um2: -3 is below 0".
-class ParameterError : public std::invalid_argument {
- public:
-  using std::invalid_argument::invalid_argument;
-};
-
-// Validated parameters: every parameter of the descriptor has a value.
-class Params {
- public:
-  std::int64_t integer(std::string_view name) const;
-  double number(std::string_view name) const;  // integer parameters convert
-  const std::string& text(std::string_view name) const;  // text and choice
-  bool flag(std::string_view name) const;
-  const ParamValue& get(std::string_view name) const;  // throws std::out_of_range
-  void set(std::string name, ParamValue v);
-  // The values as JSON, in the descriptor's order.
-  boost::json::object to_json() const;
-  const std::vector<std::pair<std::string, ParamValue>>& values() const { return values_; }
-
- private:
-  std::vector<std::pair<std::string, ParamValue>> values_;
-};
 
 // ---- what an analysis gives back ---------------------------------------
 
@@ -186,47 +146,17 @@ class Context {
 using ActionHandler = std::function<Outcome(Context&, const boost::json::value& stored_content,
                                             std::string_view action_id)>;
 
-struct Descriptor {
-  std::string name;
-  std::string description;
-  std::vector<InputType> inputs;
-  std::vector<Parameter> parameters;
+// An analysis: its spec (name, inputs, parameters, checks: spec/spec.hpp)
+// and what runs it.
+struct Descriptor : Spec {
   std::function<Outcome(Context&)> run;
   ActionHandler on_action;  // optional
-  std::string version = "1";
-  // Optional: checks the validated parameters together (a required text, an
-  // argument line that must parse); throws ParameterError naming the parameter.
-  std::function<void(const Params&)> check;
-  // Optional: what only the host that runs the analysis can check (a program
-  // that must exist there). Workers run it; the server, which may run on a
-  // host without the program, does not.
-  std::function<void(const Params&)> host_check;
 };
 
 // The built-in analyses, in order (registry.cpp).
 std::span<const Descriptor* const> all();
 // nullptr when no analysis has that name.
 const Descriptor* find(std::string_view name);
-
-// Which of a descriptor's checks validate_params runs: all of them (a
-// worker, which runs the analysis here), or those that hold on any host
-// (the server, which only queues jobs for workers elsewhere).
-enum class Checks { this_host, any_host };
-
-// Validates given parameters (JSON values, or strings from a command line
-// "k=v") against the descriptor; unset parameters take their defaults.
-// Throws ParameterError naming the parameter and the value.
-Params validate_params(const Descriptor& d, const boost::json::object& given,
-                       Checks checks = Checks::this_host);
-Params validate_params(const Descriptor& d,
-                       const std::vector<std::pair<std::string, std::string>>& given);
-
-// The first fault of a configured app's analysis setting, naming its key
-// ("apps[2].analysis: unknown analysis \"x\" (built in: tissue, exec)",
-// "apps[2].params: parameter min_area: ..."); nullopt when there is none.
-// What iaserve and iaworker check at start-up.
-std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
-                                            const boost::json::object& params, Checks checks);
 
 enum class RunStatus { ok, failed, cancelled, timed_out };
 std::string_view to_string(RunStatus s);

@@ -1,5 +1,6 @@
-// The built-in analyses, in the order they are listed. Adding one: a new
-// file exporting its Descriptor, plus one line here.
+// The built-in analyses, in the order they are listed. Adding one: its spec
+// in spec/ (a line in specs() there too), a new file exporting its
+// Descriptor, plus one line here.
 #include "worker/analysis/analysis.hpp"
 
 namespace iaserve::analysis {

@@ -19,7 +19,6 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr const char* kVersion = "1.0";
 // Pixel size assumed when the slide does not say (a 40x scan).
 constexpr double kAssumedMpp = 0.25;
 // The view never exceeds this many cells, whatever the slide size.
@@ -211,33 +210,12 @@ Outcome run(Context& ctx) {
   props.emplace_back("Resolution used (\u00b5m/px)", round_to(opt.um_per_px, 0.001));
   if (!slide_mpp) props.emplace_back("Pixel size", std::string("unknown, assumed 0.25 \u00b5m/px"));
   props.emplace_back("Method", params.text("method"));
-  props.emplace_back("Analysis version", std::string("tissue ") + kVersion + ", iaserve " + kSoftwareVersion);
+  props.emplace_back("Analysis version", "tissue " + tissue_spec().version + ", iaserve " + kSoftwareVersion);
   return out;
 }
 
 }  // namespace
 
-extern const Descriptor tissue_analysis{
-    "tissue",
-    "Tissue detection: outlines of the tissue regions, tissue area and slide coverage",
-    {InputType::whole_slide, InputType::tagged_polygon, InputType::multi_area},
-    {
-        {"method", ParamType::choice, std::string("otsu_saturation"), {}, {}, {"otsu_saturation", "otsu_od"},
-         "threshold on saturation (H&E, IHC) or on optical density (pale or grey stains)"},
-        {"target_mpp", ParamType::number, 8.0, 1.0, 64.0, {},
-         "resolution to analyse at, um/px (rounded to a power-of-two downsample)"},
-        {"min_region_um2", ParamType::number, 20000.0, 0.0, 1e9, {},
-         "regions smaller than this are dropped and holes smaller than this filled, um^2"},
-        {"simplify_tolerance_px", ParamType::number, 1.0, 0.0, 100.0, {},
-         "outline simplification tolerance, in analysis pixels"},
-        {"max_points", ParamType::integer, std::int64_t{4000}, 16.0, 1e6, {},
-         "most outline points in the result; outlines are simplified further to fit"},
-    },
-    run,
-    {},
-    kVersion,
-    {},
-    {},
-};
+extern const Descriptor tissue_analysis{tissue_spec(), run, {}};
 
 }  // namespace iaserve::analysis

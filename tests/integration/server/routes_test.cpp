@@ -496,10 +496,10 @@ TEST_CASE("an app's analysis and parameters are checked at start-up, except what
   CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].analysis: unknown analysis \"tisue\" (built in: tissue, exec)"));
   r = run({bin("iaserve"), "--config", app("param.toml", "[apps.params]\ntarget_mpp = 0.1\n"), "--check-config"});
   CHECK(r.code == 2);
-  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params: parameter target_mpp: 0.1 is below 1"));
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params.target_mpp: 0.1 is below 1"));
   r = run({bin("iaserve"), "--config", app("exec.toml", "analysis = \"exec\"\n"), "--check-config"});
   CHECK(r.code == 2);
-  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params: parameter command: required"));
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params.command: required"));
   // A program installed on the workers only: iaserve queues for them, and
   // the worker here (without it) refuses to start.
   const std::string remote =
@@ -511,5 +511,5 @@ TEST_CASE("an app's analysis and parameters are checked at start-up, except what
   r = run({bin("iaworker"), "run", "--config", remote, "--check", "--queue-dir", (dir / "q").string()});
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Matchers::Contains(
-                        "apps[0].params: parameter command: \"/opt/models/absent\" is not an executable file"));
+                        "apps[0].params.command: \"/opt/models/absent\" is not an executable file"));
 }

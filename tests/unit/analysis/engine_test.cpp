@@ -45,6 +45,20 @@ struct SmallSlide {
 
 }  // namespace
 
+TEST_CASE("the specs (what the server checks apps with) are the analyses', in order", "[engine]") {
+  const auto specs = analysis::specs();
+  const auto all = analysis::all();
+  REQUIRE(specs.size() == all.size());
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    INFO(all[i]->name);
+    CHECK(specs[i]->name == all[i]->name);
+    CHECK(specs[i]->version == all[i]->version);
+    CHECK(specs[i]->parameters.size() == all[i]->parameters.size());
+    CHECK(analysis::find_spec(all[i]->name) == specs[i]);
+  }
+  CHECK(analysis::find_spec("nope") == nullptr);
+}
+
 TEST_CASE("the table lists tissue with its parameters and defaults", "[engine]") {
   REQUIRE(analysis::find("tissue") != nullptr);
   CHECK(analysis::find("nope") == nullptr);

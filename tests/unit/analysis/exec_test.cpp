@@ -231,15 +231,15 @@ TEST_CASE("an app's analysis setting: the server checks what holds on any host, 
   // The server may run where the program is not installed: it queues the job.
   CHECK(analysis::app_config_error(0, "exec", missing, Checks::any_host) == std::nullopt);
   CHECK(analysis::app_config_error(3, "exec", missing, Checks::this_host) ==
-        "apps[3].params: parameter command: \"/nonexistent/model\" is not an executable file (nor on PATH)");
+        "apps[3].params.command: \"/nonexistent/model\" is not an executable file (nor on PATH)");
   // The rest is checked everywhere.
   for (Checks c : {Checks::any_host, Checks::this_host}) {
     CHECK(analysis::app_config_error(1, "exec", {}, c) ==
-          "apps[1].params: parameter command: required (the program to run)");
+          "apps[1].params.command: required (the program to run)");
     CHECK(analysis::app_config_error(1, "exec", {{"command", "sh"}, {"args", "'x"}}, c) ==
-          "apps[1].params: parameter args: unclosed ' at character 1: 'x");
+          "apps[1].params.args: unclosed ' at character 1: 'x");
     CHECK(analysis::app_config_error(2, "tissue", {{"min_area", 5}}, c) ==
-          "apps[2].params: parameter min_area: unknown for analysis tissue (known: method, target_mpp, "
+          "apps[2].params.min_area: unknown for analysis tissue (known: method, target_mpp, "
           "min_region_um2, simplify_tolerance_px, max_points)");
     CHECK(analysis::app_config_error(0, "tisue", {}, c) ==
           "apps[0].analysis: unknown analysis \"tisue\" (built in: tissue, exec)");
