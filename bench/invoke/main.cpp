@@ -178,6 +178,9 @@ double percentile(std::vector<double>& v, double p) {
 
 struct Figures {
   double rate = 0, p50 = 0, p99 = 0, seconds = 0;
+  // Each request on its own (an iteration may make several): from its send
+  // to its answer. For the floor, one callback round trip.
+  double trip_p50 = 0, trip_p99 = 0;
   std::size_t ok = 0;
   long failed = 0;
 };
@@ -207,7 +210,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
     CURL* h = nullptr;
     std::string answer, body;
     int k = 0;
-    Clock::time_point t0;
+    Clock::time_point t0, sent;
   };
   iaserve::iaapi::CurlLoop loop;
   CURLM* multi = loop.multi();
@@ -218,6 +221,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
   auto send = [&](Client& cl, const Request& r) {
     cl.answer.clear();
     cl.body = r.body;
+    cl.sent = Clock::now();
     curl_easy_setopt(cl.h, CURLOPT_URL, r.url.c_str());
     if (std::string_view(r.method) == "GET") {
       curl_easy_setopt(cl.h, CURLOPT_HTTPGET, 1L);
@@ -241,7 +245,7 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
     cl.t0 = Clock::now();
     send(cl, first(static_cast<int>(c), 0));
   }
-  std::vector<double> lat;
+  std::vector<double> lat, trips;
   Figures f;
   std::string first_error;
   bool measuring = false;
@@ -265,6 +269,8 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
       long status = 0;
       curl_easy_getinfo(cl->h, CURLINFO_RESPONSE_CODE, &status);
       const int c = static_cast<int>(cl - cs.data());
+      if (measuring && res == CURLE_OK)
+        trips.push_back(std::chrono::duration<double, std::milli>(Clock::now() - cl->sent).count());
       Next n = res == CURLE_OK ? then(c, status, cl->answer)
                                : Next{std::nullopt, std::string("transport: ") + curl_easy_strerror(res)};
       if (n.request) {
@@ -295,6 +301,8 @@ Figures closed_loop(int clients, int warmup, int seconds, const std::vector<std:
   f.rate = static_cast<double>(lat.size()) / elapsed;
   f.p50 = percentile(lat, 0.50);
   f.p99 = percentile(lat, 0.99);
+  f.trip_p50 = percentile(trips, 0.50);
+  f.trip_p99 = percentile(trips, 0.99);
   return f;
 }
 
@@ -502,6 +510,8 @@ int main(int argc, char** argv) {
     floor.rate = median_of([](const Round& m) { return m.floor.rate; });
     floor.p50 = median_of([](const Round& m) { return m.floor.p50; });
     floor.p99 = median_of([](const Round& m) { return m.floor.p99; });
+    floor.trip_p50 = median_of([](const Round& m) { return m.floor.trip_p50; });
+    floor.trip_p99 = median_of([](const Round& m) { return m.floor.trip_p99; });
     for (const Round& m : measured) {
       run.ok += m.run.ok;
       run.failed += m.run.failed;
@@ -564,6 +574,20 @@ int main(int argc, char** argv) {
       std::printf("iaserve against the floor: rate x%.2f, p50 x%.2f, p99 x%.2f (p99 %+.2f ms)\n",
                   run.rate / floor.rate, floor.p50 > 0 ? run.p50 / floor.p50 : 0.0, run.p99 / floor.p99,
                   run.p99 - floor.p99);
+    // DESIGN.md words the target as "p99 <= 3 callback round trips + 5 ms";
+    // here a round trip is the floor's median one, measured in this run
+    // against the same dpatsim under the same load (at least L). The issue's
+    // 3L + 5 above takes a round trip as exactly L.
+    if (latency > 0 && floor.trip_p50 > 0) {
+      const auto limit = [](const Round& m) { return 3 * m.floor.trip_p50 + 5; };
+      const int met = static_cast<int>(
+          std::count_if(measured.begin(), measured.end(), [&](const Round& m) { return m.run.p99 <= limit(m); }));
+      std::printf("a callback round trip in the floor: p50 %.2f ms, p99 %.2f ms; p99 <= 3 round trips (p50) + 5 ms "
+                  "= %.2f ms: %s",
+                  floor.trip_p50, floor.trip_p99, 3 * floor.trip_p50 + 5, run.p99 <= 3 * floor.trip_p50 + 5 ? "met" : "missed");
+      if (rounds > 1) std::printf("; met in %d of %d rounds", met, rounds);
+      std::printf("\n");
+    }
     std::printf("iaserve peak RSS (VmHWM): %.1f MB (target <= 50 MB: %s)\n", static_cast<double>(rss_kb) / 1024.0,
                 rss_kb >= 0 && rss_kb <= 50 * 1024 ? "met" : "missed");
     curl_global_cleanup();
