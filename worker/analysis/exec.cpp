@@ -77,11 +77,12 @@ json::object job_description(const Context& ctx, const fs::path& scratch) {
 struct Child {
   pid_t pid = -1;
   int in = -1, out = -1, err = -1;  // our ends
+  int result = -1;  // the guard's report of the program's wait status
   int status = 0;
   bool reaped = false;
 
   ~Child() {
-    for (int fd : {in, out, err})
+    for (int fd : {in, out, err, result})
       if (fd >= 0) ::close(fd);
     if (pid > 0) {
       ::kill(-pid, SIGKILL);  // its group, also what it left running after it exited
@@ -95,6 +96,19 @@ struct Child {
   void close_in() {
     if (in >= 0) ::close(in);
     in = -1;
+  }
+  // Once the guard is reaped: the program's status as the guard reported
+  // it. A guard that reported nothing was killed (with the program, by this
+  // worker's cancel or from outside): its own status stands.
+  void take_program_status() {
+    if (result < 0) return;
+    int program_status = 0;
+    ssize_t n;
+    while ((n = ::read(result, &program_status, sizeof program_status)) < 0 && errno == EINTR) {
+    }
+    if (n == static_cast<ssize_t>(sizeof program_status)) status = program_status;
+    ::close(result);
+    result = -1;
   }
 };
 
@@ -120,37 +134,33 @@ void guard_signal(int sig) {
 }
 
 // The guard, once the program runs: waits for the program's end or the
-// worker's, with every other signal blocked. The worker gone: the whole
-// process group is killed (the program and whatever it started), the guard
-// with it. The program ended: the guard ends the same way (its exit code, or
-// its signal), so the worker reads the program's status as its child's.
+// worker's, with every other signal blocked. The worker gone (the signal,
+// and the guard's parent no longer the worker: the program may send SIGUSR1
+// to its group too): the whole process group is killed (the program and
+// whatever it started), the guard with it. The program ended: its wait
+// status goes to the worker through `report`, and the guard exits (never
+// raising the program's signal on itself: no core of the worker's image).
 // Async-signal-safe calls only (a fork of a threaded process).
-[[noreturn]] void guard(pid_t program) {
+[[noreturn]] void guard(pid_t program, pid_t worker, int report) {
   sigset_t waiting;
   sigfillset(&waiting);
   sigdelset(&waiting, SIGCHLD);
   sigdelset(&waiting, kParentGone);
   int status = 0;
   for (;;) {
-    if (g_guard_parent_gone) ::kill(0, SIGKILL);
+    if (g_guard_parent_gone) {
+      g_guard_parent_gone = 0;
+      if (::getppid() != worker) ::kill(0, SIGKILL);
+    }
     if (g_guard_program_ended) {
       g_guard_program_ended = 0;
       if (::waitpid(program, &status, WNOHANG) == program) break;
     }
     ::sigsuspend(&waiting);  // the handlers run only in here: no wake-up is missed
   }
-  if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
-  const int sig = WTERMSIG(status);
-  ::prctl(PR_SET_DUMPABLE, 0);  // no core of the worker's image for the program's crash
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  ::sigaction(sig, &dfl, nullptr);
-  sigset_t only;
-  sigemptyset(&only);
-  sigaddset(&only, sig);
-  ::sigprocmask(SIG_UNBLOCK, &only, nullptr);
-  ::kill(::getpid(), sig);
-  ::_exit(128 + sig);
+  ssize_t ignored = ::write(report, &status, sizeof status);
+  (void)ignored;
+  ::_exit(0);
 }
 
 // Starts the program with fork and execve rather than posix_spawn, under a
@@ -167,13 +177,13 @@ void guard_signal(int sig) {
 void spawn(Child& c, const std::string& program, const std::vector<std::string>& args) {
   const std::optional<std::string> path = resolve(program);
   if (!path) fail(program, "cannot start: not an executable file (nor on PATH)");
-  int in[2], out[2], err[2], status[2];
+  int in[2], out[2], err[2], status[2], result[2];
   int made = 0;
   auto close_made = [&] {
-    int* pairs[] = {in, out, err, status};
+    int* pairs[] = {in, out, err, status, result};
     for (int i = 0; i < made; ++i) ::close(pairs[i][0]), ::close(pairs[i][1]);
   };
-  for (int* p : {in, out, err, status}) {
+  for (int* p : {in, out, err, status, result}) {
     if (::pipe2(p, O_CLOEXEC) != 0) {
       const int e = errno;
       close_made();
@@ -213,11 +223,14 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
       e = errno;
     } else {
       // Nothing else of this process (DPAT connections, queue locks, other
-      // jobs' files) reaches the program; the status pipe closes on execve.
-      const unsigned keep = static_cast<unsigned>(status[1]);
-      if ((keep > 3 && ::close_range(3, keep - 1, 0) != 0) || ::close_range(keep + 1, ~0U, 0) != 0)
+      // jobs' files) reaches the program; the status pipe closes on execve,
+      // the guard's report pipe too.
+      const unsigned keep = static_cast<unsigned>(status[1]), report = static_cast<unsigned>(result[1]);
+      const unsigned lo = std::min(keep, report), hi = std::max(keep, report);
+      if ((lo > 3 && ::close_range(3, lo - 1, 0) != 0) || (hi > lo + 1 && ::close_range(lo + 1, hi - 1, 0) != 0) ||
+          ::close_range(hi + 1, ~0U, 0) != 0)
         for (long fd = 3; fd < open_max; ++fd)
-          if (fd != static_cast<long>(keep)) ::close(static_cast<int>(fd));
+          if (fd != static_cast<long>(keep) && fd != static_cast<long>(report)) ::close(static_cast<int>(fd));
       const pid_t guard_pid = ::getpid();
       const pid_t program_pid = ::_Fork();
       if (program_pid == 0) {
@@ -244,7 +257,7 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
         // The program's pipes and the status pipe are the program's alone:
         // they end when it does.
         for (int fd : {0, 1, 2, static_cast<int>(keep)}) ::close(fd);
-        guard(program_pid);
+        guard(program_pid, parent, static_cast<int>(report));
       }
     }
     ssize_t ignored = ::write(status[1], &e, sizeof e);
@@ -253,10 +266,11 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   }
   const int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  for (int fd : {in[0], out[1], err[1], status[1]}) ::close(fd);
+  for (int fd : {in[0], out[1], err[1], status[1], result[1]}) ::close(fd);
   c.in = in[1];
   c.out = out[0];
   c.err = err[0];
+  c.result = result[0];
   if (pid < 0) {
     ::close(status[0]);
     throw HostError("exec " + program + ": cannot start: fork: " + std::strerror(fork_errno));
@@ -535,6 +549,7 @@ Outcome run(Context& ctx) {
     ::usleep(20000);
   }
   child.reaped = true;
+  child.take_program_status();
   ::kill(-child.pid, SIGKILL);  // anything it left running in its group
   if (!protocol_error.empty()) fail(command, protocol_error + last_lines(err_tail));
   // Not by this worker (a cancel or the time limit end above): the kernel's

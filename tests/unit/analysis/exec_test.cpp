@@ -304,6 +304,18 @@ TEST_CASE("exec: the time limit and a cancel kill the program and what it starte
   }
 }
 
+TEST_CASE("exec: a SIGUSR1 the program sends its parent is not taken for the worker's end", "[exec]") {
+  ExecSlide t;
+  // The parent is the guard that kills the group when the worker is gone;
+  // the same signal from the program must not end the run.
+  const std::string program = t.script(
+      "usr1.sh", "kill -USR1 $PPID\nsleep 0.3\necho '{\"result\": {\"displayResult\": \"still here\"}}'\n");
+  auto r = t.run({{"command", program}});
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  CHECK(r.outcome->display_result == "still here");
+}
+
 TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {
   ExecSlide t;
   const fs::path pids = t.dir / "pids";
