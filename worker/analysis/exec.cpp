@@ -9,7 +9,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
+#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -22,6 +22,7 @@
 #include <filesystem>
 
 #include "worker/analysis/analysis.hpp"
+#include "worker/analysis/exec_guard.hpp"
 #include "worker/slide/slide.hpp"
 
 extern char** environ;
@@ -102,88 +103,49 @@ struct Child {
   // worker's cancel or from outside): its own status stands.
   void take_program_status() {
     if (result < 0) return;
-    int program_status = 0;
+    exec_guard::Report r;
     ssize_t n;
-    while ((n = ::read(result, &program_status, sizeof program_status)) < 0 && errno == EINTR) {
+    while ((n = ::read(result, &r, sizeof r)) < 0 && errno == EINTR) {
     }
-    if (n == static_cast<ssize_t>(sizeof program_status)) status = program_status;
+    if (n == static_cast<ssize_t>(sizeof r) && r.kind == exec_guard::ended) status = r.value;
     ::close(result);
     result = -1;
   }
 };
 
-// fd as `target` in a forked child, without its close-on-exec flag (dup2
-// onto itself would keep the flag). Async-signal-safe.
-bool move_fd(int fd, int target) {
-  if (fd == target) return ::fcntl(fd, F_SETFD, 0) == 0;
-  return ::dup2(fd, target) == target;
+// Where the guard program is: beside the running program (iaworker, or a
+// test of this build), as installed and built.
+std::optional<std::string> guard_path() {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return std::nullopt;
+  const fs::path guard = self.parent_path() / exec_guard::kProgram;
+  if (::access(guard.c_str(), X_OK) != 0) return std::nullopt;
+  return guard.string();
 }
 
-// The guard's flags, set by its signal handlers. The guard is a process of
-// its own (a fork of the worker), so nothing else reads or writes them.
-volatile sig_atomic_t g_guard_parent_gone = 0;
-volatile sig_atomic_t g_guard_program_ended = 0;
-// The signal the guard gets when the worker thread that started it ends.
-constexpr int kParentGone = SIGUSR1;
-
-void guard_signal(int sig) {
-  if (sig == SIGCHLD)
-    g_guard_program_ended = 1;
-  else
-    g_guard_parent_gone = 1;
-}
-
-// The guard, once the program runs: waits for the program's end or the
-// worker's, with every other signal blocked. The worker gone (the signal,
-// and the guard's parent no longer the worker: the program may send SIGUSR1
-// to its group too): the whole process group is killed (the program and
-// whatever it started), the guard with it. The program ended: its wait
-// status goes to the worker through `report`, and the guard exits (never
-// raising the program's signal on itself: no core of the worker's image).
-// Async-signal-safe calls only (a fork of a threaded process).
-[[noreturn]] void guard(pid_t program, pid_t worker, int report) {
-  sigset_t waiting;
-  sigfillset(&waiting);
-  sigdelset(&waiting, SIGCHLD);
-  sigdelset(&waiting, kParentGone);
-  int status = 0;
-  for (;;) {
-    if (g_guard_parent_gone) {
-      g_guard_parent_gone = 0;
-      if (::getppid() != worker) ::kill(0, SIGKILL);
-    }
-    if (g_guard_program_ended) {
-      g_guard_program_ended = 0;
-      if (::waitpid(program, &status, WNOHANG) == program) break;
-    }
-    ::sigsuspend(&waiting);  // the handlers run only in here: no wake-up is missed
-  }
-  ssize_t ignored = ::write(report, &status, sizeof status);
-  (void)ignored;
-  ::_exit(0);
-}
-
-// Starts the program with fork and execve rather than posix_spawn, under a
-// guard: the worker's child is a small fork of it that leads the program's
-// process group, asks for a signal when the worker thread ends
-// (PR_SET_PDEATHSIG, which posix_spawn cannot) and then kills the whole
-// group. So a worker killed with SIGKILL leaves nothing of the analysis
-// running on its host, not even what the program started (a wrapper
-// script's python): the job's next run (on any host) is the only one. The
-// program itself also gets SIGKILL should the guard die. The job thread that
-// forks waits for the child, so the signal never comes early.
-// Between fork and execve only async-signal-safe calls are made; the guard's
-// own fork is _Fork (no atfork handlers).
+// Starts the program under its guard (tools/iaexec-guard,
+// exec_guard.hpp), with posix_spawn: no copy of this process, however
+// large, is made or kept. The guard leads the program's process group
+// (killed whole on a cancel), and kills the group when this worker dies, so
+// a worker killed with SIGKILL leaves nothing of the analysis running on its
+// host: the job's next run (on any host) is the only one. Only the program's
+// stdin, stdout and stderr and the guard's report pipe reach it; every
+// signal is at its default (a server in this process may ignore SIGPIPE).
 void spawn(Child& c, const std::string& program, const std::vector<std::string>& args) {
   const std::optional<std::string> path = resolve(program);
   if (!path) fail(program, "cannot start: not an executable file (nor on PATH)");
-  int in[2], out[2], err[2], status[2], result[2];
+  const std::optional<std::string> guard = guard_path();
+  if (!guard)
+    throw HostError("exec " + program + ": cannot start: " + exec_guard::kProgram +
+                    " is not beside this program (it is installed with iaworker)");
+  int in[2], out[2], err[2], report[2];
   int made = 0;
   auto close_made = [&] {
-    int* pairs[] = {in, out, err, status, result};
+    int* pairs[] = {in, out, err, report};
     for (int i = 0; i < made; ++i) ::close(pairs[i][0]), ::close(pairs[i][1]);
   };
-  for (int* p : {in, out, err, status, result}) {
+  for (int* p : {in, out, err, report}) {
     if (::pipe2(p, O_CLOEXEC) != 0) {
       const int e = errno;
       close_made();
@@ -192,104 +154,59 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
     }
     ++made;
   }
-  std::vector<char*> argv;
-  argv.push_back(const_cast<char*>(program.c_str()));
+  const std::string worker = std::to_string(::getpid());
+  std::vector<char*> argv{const_cast<char*>(guard->c_str()), const_cast<char*>(worker.c_str()),
+                          const_cast<char*>(path->c_str()), const_cast<char*>(program.c_str())};
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
-  // Every signal blocked across the fork: no handler of this process runs in
-  // the child; the program's mask is emptied just before execve.
-  sigset_t all, old;
+  posix_spawn_file_actions_t files;
+  posix_spawnattr_t attr;
+  ::posix_spawn_file_actions_init(&files);
+  ::posix_spawnattr_init(&attr);
+  // 0-2 cannot be any of the pipes (this process keeps its own 0-2 open), so
+  // no dup2 below overwrites a pipe end before it was taken.
+  ::posix_spawn_file_actions_adddup2(&files, in[0], 0);
+  ::posix_spawn_file_actions_adddup2(&files, out[1], 1);
+  ::posix_spawn_file_actions_adddup2(&files, err[1], 2);
+  ::posix_spawn_file_actions_adddup2(&files, report[1], exec_guard::kReportFd);
+  ::posix_spawn_file_actions_addclosefrom_np(&files, exec_guard::kReportFd + 1);
+  sigset_t all;
   sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  const pid_t parent = ::getpid();
-  // For closing by hand where close_range is missing (kernels before 5.9).
-  const long open_max = std::clamp(::sysconf(_SC_OPEN_MAX), 1024L, 1L << 20);
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    // The guard: its own process group (killed whole on a cancel), told
-    // when this thread ends.
-    ::setpgid(0, 0);
-    struct sigaction on {};
-    on.sa_handler = guard_signal;
-    sigfillset(&on.sa_mask);
-    ::sigaction(SIGCHLD, &on, nullptr);
-    ::sigaction(kParentGone, &on, nullptr);
-    int e = 0;
-    if (::prctl(PR_SET_PDEATHSIG, kParentGone) != 0) {
-      e = errno;
-    } else if (::getppid() != parent) {
-      ::_exit(127);  // the worker is gone already: nobody reads the answer
-    } else if (!move_fd(in[0], 0) || !move_fd(out[1], 1) || !move_fd(err[1], 2)) {
-      e = errno;
-    } else {
-      // Nothing else of this process (DPAT connections, queue locks, other
-      // jobs' files) reaches the program; the status pipe closes on execve,
-      // the guard's report pipe too.
-      const unsigned keep = static_cast<unsigned>(status[1]), report = static_cast<unsigned>(result[1]);
-      const unsigned lo = std::min(keep, report), hi = std::max(keep, report);
-      if ((lo > 3 && ::close_range(3, lo - 1, 0) != 0) || (hi > lo + 1 && ::close_range(lo + 1, hi - 1, 0) != 0) ||
-          ::close_range(hi + 1, ~0U, 0) != 0)
-        for (long fd = 3; fd < open_max; ++fd)
-          if (fd != static_cast<long>(keep) && fd != static_cast<long>(report)) ::close(static_cast<int>(fd));
-      const pid_t guard_pid = ::getpid();
-      const pid_t program_pid = ::_Fork();
-      if (program_pid == 0) {
-        // The program: dead with its guard; SIGCHLD, SIGUSR1 and SIGPIPE at
-        // their defaults (a server in this process may ignore SIGPIPE), an
-        // empty signal mask.
-        struct sigaction dfl {};
-        dfl.sa_handler = SIG_DFL;
-        for (int sig : {SIGCHLD, kParentGone, SIGPIPE}) ::sigaction(sig, &dfl, nullptr);
-        if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
-          e = errno;
-        } else if (::getppid() != guard_pid) {
-          ::_exit(127);
-        } else {
-          sigset_t none;
-          sigemptyset(&none);
-          ::sigprocmask(SIG_SETMASK, &none, nullptr);
-          ::execve(path->c_str(), argv.data(), environ);
-          e = errno;
-        }
-      } else if (program_pid < 0) {
-        e = errno;
-      } else {
-        // The program's pipes and the status pipe are the program's alone:
-        // they end when it does.
-        for (int fd : {0, 1, 2, static_cast<int>(keep)}) ::close(fd);
-        guard(program_pid, parent, static_cast<int>(report));
-      }
-    }
-    ssize_t ignored = ::write(status[1], &e, sizeof e);
-    (void)ignored;
-    ::_exit(127);
-  }
-  const int fork_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  for (int fd : {in[0], out[1], err[1], status[1], result[1]}) ::close(fd);
+  ::posix_spawnattr_setsigmask(&attr, &all);
+  ::posix_spawnattr_setsigdefault(&attr, &all);
+  ::posix_spawnattr_setpgroup(&attr, 0);
+  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  pid_t pid = -1;
+  const int spawned = ::posix_spawn(&pid, guard->c_str(), &files, &attr, argv.data(), environ);
+  ::posix_spawn_file_actions_destroy(&files);
+  ::posix_spawnattr_destroy(&attr);
+  for (int fd : {in[0], out[1], err[1], report[1]}) ::close(fd);
   c.in = in[1];
   c.out = out[0];
   c.err = err[0];
-  c.result = result[0];
-  if (pid < 0) {
-    ::close(status[0]);
-    throw HostError("exec " + program + ": cannot start: fork: " + std::strerror(fork_errno));
+  c.result = report[0];
+  if (spawned != 0) {
+    const std::string what = std::string("cannot start: ") + exec_guard::kProgram + ": " + std::strerror(spawned);
+    if (host_errno(spawned)) throw HostError("exec " + program + ": " + what);
+    fail(program, what);
   }
   c.pid = pid;
-  // The status pipe ends empty when execve took the program, else holds errno.
-  int child_errno = 0;
+  // The guard's first report: the program started, or why not.
+  exec_guard::Report first;
   ssize_t n;
-  while ((n = ::read(status[0], &child_errno, sizeof child_errno)) < 0 && errno == EINTR) {
+  while ((n = ::read(c.result, &first, sizeof first)) < 0 && errno == EINTR) {
   }
-  ::close(status[0]);
-  if (n > 0) {
+  if (n != static_cast<ssize_t>(sizeof first) || first.kind != exec_guard::started) {
     while (::waitpid(pid, &c.status, 0) < 0 && errno == EINTR) {
     }
     c.reaped = true;
     c.pid = -1;
-    const std::string what = std::string("cannot start: ") + std::strerror(child_errno);
+    if (n != static_cast<ssize_t>(sizeof first))
+      throw HostError("exec " + program + ": cannot start: " + exec_guard::kProgram + " ended without a word" +
+                      (WIFEXITED(c.status) ? " (exit code " + std::to_string(WEXITSTATUS(c.status)) + ")" : ""));
+    const std::string what = std::string("cannot start: ") + std::strerror(first.value);
     // No memory or processes for it, or its file being written: another try may do.
-    if (host_errno(child_errno)) throw HostError("exec " + program + ": " + what);
+    if (host_errno(first.value)) throw HostError("exec " + program + ": " + what);
     fail(program, what);
   }
   for (int fd : {c.in, c.out, c.err}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);

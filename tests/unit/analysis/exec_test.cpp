@@ -304,16 +304,42 @@ TEST_CASE("exec: the time limit and a cancel kill the program and what it starte
   }
 }
 
-TEST_CASE("exec: a SIGUSR1 the program sends its parent is not taken for the worker's end", "[exec]") {
+TEST_CASE("exec: the program's parent is the small guard program, and its SIGUSR1 is not the worker's end",
+          "[exec]") {
   ExecSlide t;
-  // The parent is the guard that kills the group when the worker is gone;
-  // the same signal from the program must not end the run.
-  const std::string program = t.script(
-      "usr1.sh", "kill -USR1 $PPID\nsleep 0.3\necho '{\"result\": {\"displayResult\": \"still here\"}}'\n");
-  auto r = t.run({{"command", program}});
+  // The parent is iaexec-guard (not a copy of this process holding its
+  // memory), which kills the group when the worker is gone; the same signal
+  // from the program must not end the run.
+  const fs::path parent = t.dir / "parent";
+  const std::string program = t.script("usr1.sh", "cat /proc/$PPID/comm > \"$1\"\nkill -USR1 $PPID\nsleep 0.3\n"
+                                                  "echo '{\"result\": {\"displayResult\": \"still here\"}}'\n");
+  auto r = t.run({{"command", program}, {"args", parent.string()}});
   INFO(r.error);
   REQUIRE(r.status == analysis::RunStatus::ok);
   CHECK(r.outcome->display_result == "still here");
+  std::string comm;
+  std::ifstream(parent) >> comm;
+  CHECK(comm == "iaexec-guard");
+}
+
+TEST_CASE("exec: without iaexec-guard beside the worker's program, a run fails naming it", "[exec][cli]") {
+  ExecSlide t;
+  // iaworker alone in a folder, as a partial install would leave it.
+  const fs::path alone = t.dir / "iaworker";
+  fs::copy_file(bin("iaworker"), alone);
+  ::chmod(alone.c_str(), 0755);
+  auto r = run({alone.string(), "analyse", t.ts.path, "--analysis", "exec", "--param", "command=/bin/true"});
+  CHECK(r.code != 0);
+  CHECK_THAT(r.err, Catch::Matchers::Contains(
+                        "exec /bin/true: cannot start: iaexec-guard is not beside this program (it is installed with "
+                        "iaworker)"));
+  // Beside it, the same run gets as far as the program (which answers nothing).
+  fs::copy_file(bin("iaexec-guard"), t.dir / "iaexec-guard");
+  ::chmod((t.dir / "iaexec-guard").c_str(), 0755);
+  r = run({alone.string(), "analyse", t.ts.path, "--analysis", "exec", "--param", "command=/bin/true"});
+  CHECK(r.code != 0);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("exec /bin/true: "));
+  CHECK_THAT(r.err, !Catch::Matchers::Contains("iaexec-guard"));
 }
 
 TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {
