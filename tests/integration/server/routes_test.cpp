@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "tests/integration/server/harness.hpp"
+#include "worker/analysis/spec/spec.hpp"
 
 using namespace iaserve::test;
 namespace json = boost::json;
@@ -43,18 +44,10 @@ json::object notification(const std::string& app, const std::string& slide, cons
                       {"imageInfo", image_info(slide, staining)}};
 }
 
-// The programs' runner takes a path, not a name to look up.
+// The programs' runner takes a path, not a name to look up: found as the
+// exec analysis finds its program.
 std::string on_path(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path ? path : "/usr/bin:/bin";
-  std::size_t start = 0;
-  while (start <= dirs.size()) {
-    std::size_t end = dirs.find(':', start);
-    if (end == std::string::npos) end = dirs.size();
-    fs::path candidate = fs::path(dirs.substr(start, end - start)) / name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-    start = end + 1;
-  }
+  if (auto found = iaserve::analysis::exec::resolve(name)) return *found;
   FAIL(name << " not found on PATH (the TLS test needs the openssl command)");
   return name;
 }
