@@ -112,6 +112,12 @@ int run(const RunOptions& ro) {
       std::cerr << "iaworker run: " << *error << "\n";
       return 2;
     }
+    // Its programs run under the guard: without it every job would fail.
+    if (app.analysis == "exec" && !analysis::exec::guard_path()) {
+      std::cerr << "iaworker run: apps[" << i << "].analysis: exec runs its programs under iaexec-guard, which is "
+                << "not beside this program (it is installed with iaworker)\n";
+      return 2;
+    }
   }
   log::setup(config.log.level, config.log.json);
   auto log = log::get("worker");

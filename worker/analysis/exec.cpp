@@ -85,14 +85,25 @@ struct Child {
   ~Child() {
     for (int fd : {in, out, err, result})
       if (fd >= 0) ::close(fd);
-    if (pid > 0) {
-      ::kill(-pid, SIGKILL);  // its group, also what it left running after it exited
-      if (!reaped) {
-        ::kill(pid, SIGKILL);
-        while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-        }
-      }
+    if (pid > 0 && !reaped) reap();
+  }
+  // Whether the guard has ended, without reaping it: while it is a zombie,
+  // its pid (the group's id) cannot be taken by another process.
+  bool ended() const {
+    siginfo_t info{};
+    if (::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG | WNOWAIT) != 0)
+      return errno != EINTR;  // ECHILD: nothing left to wait for
+    return info.si_pid == pid;
+  }
+  // Kills the group (what the program left running after it exited, or all
+  // of it on a cancel) while the guard still holds its id, then reaps the
+  // guard and takes the program's status from its report.
+  void reap() {
+    ::kill(-pid, SIGKILL);
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }
+    reaped = true;
+    take_program_status();
   }
   void close_in() {
     if (in >= 0) ::close(in);
@@ -113,17 +124,6 @@ struct Child {
   }
 };
 
-// Where the guard program is: beside the running program (iaworker, or a
-// test of this build), as installed and built.
-std::optional<std::string> guard_path() {
-  std::error_code ec;
-  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return std::nullopt;
-  const fs::path guard = self.parent_path() / exec_guard::kProgram;
-  if (::access(guard.c_str(), X_OK) != 0) return std::nullopt;
-  return guard.string();
-}
-
 // Starts the program under its guard (tools/iaexec-guard,
 // exec_guard.hpp), with posix_spawn: no copy of this process, however
 // large, is made or kept. The guard leads the program's process group
@@ -132,10 +132,11 @@ std::optional<std::string> guard_path() {
 // host: the job's next run (on any host) is the only one. Only the program's
 // stdin, stdout and stderr and the guard's report pipe reach it; every
 // signal is at its default (a server in this process may ignore SIGPIPE).
-void spawn(Child& c, const std::string& program, const std::vector<std::string>& args) {
+void spawn(Child& c, const std::string& program, const std::vector<std::string>& args,
+           const std::function<void()>& check) {
   const std::optional<std::string> path = resolve(program);
   if (!path) fail(program, "cannot start: not an executable file (nor on PATH)");
-  const std::optional<std::string> guard = guard_path();
+  const std::optional<std::string> guard = exec::guard_path();
   if (!guard)
     throw HostError("exec " + program + ": cannot start: " + exec_guard::kProgram +
                     " is not beside this program (it is installed with iaworker)");
@@ -163,21 +164,23 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   posix_spawnattr_t attr;
   ::posix_spawn_file_actions_init(&files);
   ::posix_spawnattr_init(&attr);
-  // 0-2 cannot be any of the pipes (this process keeps its own 0-2 open), so
-  // no dup2 below overwrites a pipe end before it was taken.
-  ::posix_spawn_file_actions_adddup2(&files, in[0], 0);
-  ::posix_spawn_file_actions_adddup2(&files, out[1], 1);
-  ::posix_spawn_file_actions_adddup2(&files, err[1], 2);
-  ::posix_spawn_file_actions_adddup2(&files, report[1], exec_guard::kReportFd);
-  ::posix_spawn_file_actions_addclosefrom_np(&files, exec_guard::kReportFd + 1);
+  // in[0] is the lowest of the pipe ends: it is taken first, so no dup2
+  // below overwrites a pipe end before it was taken.
   sigset_t all;
   sigfillset(&all);
-  ::posix_spawnattr_setsigmask(&attr, &all);
-  ::posix_spawnattr_setsigdefault(&attr, &all);
-  ::posix_spawnattr_setpgroup(&attr, 0);
-  ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
+  int spawned = 0;
+  for (int step : {::posix_spawn_file_actions_adddup2(&files, in[0], 0),
+                   ::posix_spawn_file_actions_adddup2(&files, out[1], 1),
+                   ::posix_spawn_file_actions_adddup2(&files, err[1], 2),
+                   ::posix_spawn_file_actions_adddup2(&files, report[1], exec_guard::kReportFd),
+                   ::posix_spawn_file_actions_addclosefrom_np(&files, exec_guard::kReportFd + 1),
+                   ::posix_spawnattr_setsigmask(&attr, &all), ::posix_spawnattr_setsigdefault(&attr, &all),
+                   ::posix_spawnattr_setpgroup(&attr, 0),
+                   ::posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                                         POSIX_SPAWN_SETPGROUP)})
+    if (step != 0 && spawned == 0) spawned = step;
   pid_t pid = -1;
-  const int spawned = ::posix_spawn(&pid, guard->c_str(), &files, &attr, argv.data(), environ);
+  if (spawned == 0) spawned = ::posix_spawn(&pid, guard->c_str(), &files, &attr, argv.data(), environ);
   ::posix_spawn_file_actions_destroy(&files);
   ::posix_spawnattr_destroy(&attr);
   for (int fd : {in[0], out[1], err[1], report[1]}) ::close(fd);
@@ -185,21 +188,27 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   c.out = out[0];
   c.err = err[0];
   c.result = report[0];
-  if (spawned != 0) {
-    const std::string what = std::string("cannot start: ") + exec_guard::kProgram + ": " + std::strerror(spawned);
-    if (host_errno(spawned)) throw HostError("exec " + program + ": " + what);
-    fail(program, what);
-  }
+  // The guard not starting is this host's trouble (an install half done,
+  // an upgrade under way): another worker may do.
+  if (spawned != 0)
+    throw HostError("exec " + program + ": cannot start: " + *guard + ": " + std::strerror(spawned));
   c.pid = pid;
-  // The guard's first report: the program started, or why not.
+  // The guard's first report: the program started, or why not. Its execve
+  // may hang (a program on a share that stopped answering): cancel and the
+  // time limit are honoured meanwhile.
+  for (;;) {
+    pollfd p{c.result, POLLIN, 0};
+    const int ready = ::poll(&p, 1, 100);
+    if (ready > 0) break;
+    if (ready < 0 && errno != EINTR) throw HostError("exec " + program + ": poll: " + std::strerror(errno));
+    check();
+  }
   exec_guard::Report first;
   ssize_t n;
   while ((n = ::read(c.result, &first, sizeof first)) < 0 && errno == EINTR) {
   }
   if (n != static_cast<ssize_t>(sizeof first) || first.kind != exec_guard::started) {
-    while (::waitpid(pid, &c.status, 0) < 0 && errno == EINTR) {
-    }
-    c.reaped = true;
+    c.reap();
     c.pid = -1;
     if (n != static_cast<ssize_t>(sizeof first))
       throw HostError("exec " + program + ": cannot start: " + exec_guard::kProgram + " ended without a word" +
@@ -354,7 +363,7 @@ Outcome run(Context& ctx) {
 
   const std::string input = json::serialize(job_description(ctx, scratch)) + "\n";
   Child child;
-  spawn(child, command, split_args(params.text("args")));
+  spawn(child, command, split_args(params.text("args")), [&ctx] { ctx.check(); });
 
   std::size_t written = 0, out_total = 0, line_no = 0;
   std::string out_buf, err_tail;
@@ -446,8 +455,8 @@ Outcome run(Context& ctx) {
     }
     if (!protocol_error.empty()) fail(command, protocol_error + last_lines(err_tail));
     if (!exited) {
-      if (::waitpid(child.pid, &child.status, WNOHANG) == child.pid) {
-        exited = child.reaped = true;
+      if (child.ended()) {
+        exited = true;
         exited_at = std::chrono::steady_clock::now();
       }
     } else if (rc == 0 || std::chrono::steady_clock::now() - exited_at > std::chrono::seconds(2)) {
@@ -458,16 +467,11 @@ Outcome run(Context& ctx) {
   child.close_in();
   // Both pipes closed: the program exited (or closed them); wait, still
   // honouring cancel and the time limit.
-  while (!exited) {
-    pid_t w = ::waitpid(child.pid, &child.status, WNOHANG);
-    if (w == child.pid) break;
-    if (w < 0 && errno != EINTR) fail(command, std::string("waitpid: ") + std::strerror(errno));
+  while (!exited && !child.ended()) {
     ctx.check();
     ::usleep(20000);
   }
-  child.reaped = true;
-  child.take_program_status();
-  ::kill(-child.pid, SIGKILL);  // anything it left running in its group
+  child.reap();  // with anything the program left running in its group
   if (!protocol_error.empty()) fail(command, protocol_error + last_lines(err_tail));
   // Not by this worker (a cancel or the time limit end above): the kernel's
   // out-of-memory killer, most likely, or an administrator.

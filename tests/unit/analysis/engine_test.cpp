@@ -53,7 +53,14 @@ TEST_CASE("the specs (what the server checks apps with) are the analyses', in or
     INFO(all[i]->name);
     CHECK(specs[i]->name == all[i]->name);
     CHECK(specs[i]->version == all[i]->version);
-    CHECK(specs[i]->parameters.size() == all[i]->parameters.size());
+    CHECK(specs[i]->inputs == all[i]->inputs);
+    REQUIRE(specs[i]->parameters.size() == all[i]->parameters.size());
+    for (std::size_t k = 0; k < all[i]->parameters.size(); ++k) {
+      CHECK(specs[i]->parameters[k].name == all[i]->parameters[k].name);
+      CHECK(specs[i]->parameters[k].default_value == all[i]->parameters[k].default_value);
+    }
+    CHECK(static_cast<bool>(specs[i]->check) == static_cast<bool>(all[i]->check));
+    CHECK(static_cast<bool>(specs[i]->host_check) == static_cast<bool>(all[i]->host_check));
     CHECK(analysis::find_spec(all[i]->name) == specs[i]);
   }
   CHECK(analysis::find_spec("nope") == nullptr);

@@ -333,6 +333,15 @@ TEST_CASE("exec: without iaexec-guard beside the worker's program, a run fails n
   CHECK_THAT(r.err, Catch::Matchers::Contains(
                         "exec /bin/true: cannot start: iaexec-guard is not beside this program (it is installed with "
                         "iaworker)"));
+  // A worker with an exec app does not even start: it would fail every job.
+  fs::create_directories(t.dir / "q");
+  std::ofstream(t.dir / "exec.toml") << "[[apps]]\nroute = \"/t\"\napplication_id = \"t\"\nanalysis = \"exec\"\n"
+                                        "[apps.params]\ncommand = \"/bin/true\"\n";
+  r = run({alone.string(), "run", "--config", (t.dir / "exec.toml").string(), "--queue-dir", (t.dir / "q").string(),
+           "--check"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].analysis: exec runs its programs under iaexec-guard, which is "
+                                              "not beside this program"));
   // Beside it, the same run gets as far as the program (which answers nothing).
   fs::copy_file(bin("iaexec-guard"), t.dir / "iaexec-guard");
   ::chmod((t.dir / "iaexec-guard").c_str(), 0755);
@@ -340,6 +349,10 @@ TEST_CASE("exec: without iaexec-guard beside the worker's program, a run fails n
   CHECK(r.code != 0);
   CHECK_THAT(r.err, Catch::Matchers::Contains("exec /bin/true: "));
   CHECK_THAT(r.err, !Catch::Matchers::Contains("iaexec-guard"));
+  r = run({alone.string(), "run", "--config", (t.dir / "exec.toml").string(), "--queue-dir", (t.dir / "q").string(),
+           "--check"});
+  INFO(r.err);
+  CHECK(r.code == 0);
 }
 
 TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {

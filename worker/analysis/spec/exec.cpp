@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "worker/analysis/exec_guard.hpp"
 #include "worker/analysis/spec/spec.hpp"
 
 namespace iaserve::analysis {
@@ -71,6 +72,15 @@ std::optional<std::string> resolve(const std::string& command) {
     start = end + 1;
   }
   return std::nullopt;
+}
+
+std::optional<std::string> guard_path() {
+  std::error_code ec;
+  const fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return std::nullopt;
+  const fs::path guard = self.parent_path() / exec_guard::kProgram;
+  if (::access(guard.c_str(), X_OK) != 0) return std::nullopt;
+  return guard.string();
 }
 
 }  // namespace exec

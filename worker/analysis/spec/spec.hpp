@@ -118,6 +118,10 @@ namespace exec {
 std::vector<std::string> split_args(const std::string& text);
 // The program as execvp would find it: a path, or a name on PATH.
 std::optional<std::string> resolve(const std::string& command);
+// The guard the worker runs each program under (tools/iaexec-guard): beside
+// the running program (iaworker, or a test of this build), as installed and
+// built; nullopt when it is not there or not executable.
+std::optional<std::string> guard_path();
 }  // namespace exec
 
 }  // namespace iaserve::analysis
