@@ -164,8 +164,9 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   posix_spawnattr_t attr;
   ::posix_spawn_file_actions_init(&files);
   ::posix_spawnattr_init(&attr);
-  // in[0] is the lowest of the pipe ends: it is taken first, so no dup2
-  // below overwrites a pipe end before it was taken.
+  // Targets 0-2 are this process's own stdin, stdout and stderr (never one
+  // of these pipes) and 3 comes last: no dup2 overwrites a pipe end before
+  // it was taken.
   sigset_t all;
   sigfillset(&all);
   int spawned = 0;
