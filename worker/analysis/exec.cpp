@@ -211,9 +211,18 @@ void spawn(Child& c, const std::string& program, const std::vector<std::string>&
   if (n != static_cast<ssize_t>(sizeof first) || first.kind != exec_guard::started) {
     c.reap();
     c.pid = -1;
-    if (n != static_cast<ssize_t>(sizeof first))
-      throw HostError("exec " + program + ": cannot start: " + exec_guard::kProgram + " ended without a word" +
-                      (WIFEXITED(c.status) ? " (exit code " + std::to_string(WEXITSTATUS(c.status)) + ")" : ""));
+    // Killed before its first report (from outside: the program, as it
+    // starts, may be what killed it) or failed itself.
+    if (n != static_cast<ssize_t>(sizeof first)) {
+      std::string how;
+      if (WIFEXITED(c.status))
+        how = " (exit code " + std::to_string(WEXITSTATUS(c.status)) + ")";
+      else if (WIFSIGNALED(c.status))
+        how = std::string(" (killed by ") +
+              (WTERMSIG(c.status) == SIGKILL ? "SIGKILL" : ::strsignal(WTERMSIG(c.status))) + ")";
+      throw HostError("exec " + program + ": " + exec_guard::kProgram + " ended before it said the program started" +
+                      how);
+    }
     const std::string what = std::string("cannot start: ") + std::strerror(first.value);
     // No memory or processes for it, or its file being written: another try may do.
     if (host_errno(first.value)) throw HostError("exec " + program + ": " + what);

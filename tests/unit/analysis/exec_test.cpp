@@ -355,6 +355,36 @@ TEST_CASE("exec: without iaexec-guard beside the worker's program, a run fails n
   CHECK(r.code == 0);
 }
 
+TEST_CASE("exec: a guard killed from outside takes its program with it, and the run is retried", "[exec]") {
+  ExecSlide t;
+  const fs::path pid_file = t.dir / "pid";
+  // The program notes its pid, kills its guard, then would sleep half a minute.
+  const std::string program =
+      t.script("orphan.sh", "echo $$ > \"$1\"\nkill -KILL $PPID\nsleep 30\ntouch \"$1.survived\"\n"
+                            "echo '{\"result\": {\"displayResult\": \"too late\"}}'\n");
+  analysis::Hooks hooks;
+  hooks.time_limit = 60s;
+  auto r = t.run({{"command", program}, {"args", pid_file.string()}}, hooks);
+  CHECK(r.status == analysis::RunStatus::failed);
+  // Killed after its report that the program started, or (the program
+  // being quick) before it: a fault of the host either way.
+  CHECK_THAT(r.error, Catch::Matchers::StartsWith("exec " + program + ": killed by SIGKILL from outside this worker") ||
+                          Catch::Matchers::Equals("exec " + program +
+                                                  ": iaexec-guard ended before it said the program started (killed by "
+                                                  "SIGKILL)"));
+  CHECK(r.transient);
+  // The program went with its guard: it never woke from its sleep (had it
+  // lived, the run would have waited for it, and the mark would be there).
+  CHECK_FALSE(fs::exists(pid_file.string() + ".survived"));
+  long pid = 0;
+  std::ifstream(pid_file) >> pid;
+  REQUIRE(pid > 0);
+  bool gone = false;
+  for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
+  CHECK(gone);
+  if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+}
+
 TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {
   ExecSlide t;
   const fs::path pids = t.dir / "pids";
