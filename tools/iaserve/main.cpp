@@ -61,7 +61,13 @@ int main(int argc, char** argv) {
     }
   }
   if (check) {
-    std::cout << server::describe(config) << std::flush;
+    // The effective configuration: each app's parameters with the defaults
+    // of those it leaves out (what its workers will use).
+    server::Config effective = config;
+    for (auto& a : effective.apps)
+      a.params = analysis::validate_params(*analysis::find_spec(a.analysis), a.params, analysis::Checks::any_host)
+                     .to_json();
+    std::cout << server::describe(effective) << std::flush;
     return 0;
   }
 

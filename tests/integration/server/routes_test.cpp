@@ -501,6 +501,13 @@ TEST_CASE("an app's analysis and parameters are checked at start-up, except what
   INFO(r.err);
   CHECK(r.code == 0);
   CHECK_THAT(r.out, Catch::Matchers::Contains("/opt/models/absent"));
+  // The effective parameters: those left out with their defaults.
+  CHECK_THAT(r.out, Catch::Matchers::Contains("max_output_mb = 64"));
+  r = run({bin("iaserve"), "--config", app("tissue.toml", "[apps.params]\ntarget_mpp = 16\n"), "--check-config"});
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("target_mpp = 16"));
+  CHECK_THAT(r.out, Catch::Matchers::Contains("method = 'otsu_saturation'"));
+  CHECK_THAT(r.out, Catch::Matchers::Contains("max_points = 4000"));
   r = run({bin("iaworker"), "run", "--config", remote, "--check", "--queue-dir", (dir / "q").string()});
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Matchers::Contains(
