@@ -53,20 +53,20 @@ int main(int argc, char** argv) {
   // An app whose analysis or parameters are wrong would queue jobs every
   // worker fails: refused here too, naming the key. Only what holds on any
   // host: an exec app's program need not exist where iaserve runs.
+  // --check-config prints the effective configuration: each app's
+  // parameters with the defaults of those it leaves out (what its workers
+  // will use).
+  server::Config effective = config;
   for (std::size_t i = 0; i < config.apps.size(); ++i) {
     const auto& a = config.apps[i];
-    if (auto error = analysis::app_config_error(i, a.analysis, a.params, analysis::Checks::any_host)) {
-      std::cerr << "iaserve: configuration " << config_path << ": " << *error << "\n";
+    try {
+      effective.apps[i].params = analysis::app_params(i, a.analysis, a.params, analysis::Checks::any_host).to_json();
+    } catch (const std::invalid_argument& e) {
+      std::cerr << "iaserve: configuration " << config_path << ": " << e.what() << "\n";
       return 2;
     }
   }
   if (check) {
-    // The effective configuration: each app's parameters with the defaults
-    // of those it leaves out (what its workers will use).
-    server::Config effective = config;
-    for (auto& a : effective.apps)
-      a.params = analysis::validate_params(*analysis::find_spec(a.analysis), a.params, analysis::Checks::any_host)
-                     .to_json();
     std::cout << server::describe(effective) << std::flush;
     return 0;
   }

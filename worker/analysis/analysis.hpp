@@ -28,7 +28,6 @@ class Slide;
 
 namespace iaserve::analysis {
 
-
 // Level-0 pixel coordinates.
 struct PointPx {
   double x = 0, y = 0;
@@ -48,7 +47,6 @@ struct Input {
 // expected array, got string") on malformed content.
 Input input_from_json(std::string_view type, const boost::json::value& content,
                       double slide_width);
-
 
 // ---- what an analysis gives back ---------------------------------------
 

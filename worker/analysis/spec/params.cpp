@@ -242,24 +242,32 @@ Params validate_params(const Spec& d,
   return out;
 }
 
-std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
-                                            const json::object& params, Checks checks) {
+Params app_params(std::size_t index, std::string_view analysis, const json::object& params, Checks checks) {
   const std::string key = "apps[" + std::to_string(index) + "]";
   const Spec* d = find_spec(analysis);
   if (!d) {
     std::string known;
     for (const Spec* a : specs()) known += (known.empty() ? "" : ", ") + a->name;
-    return key + ".analysis: unknown analysis \"" + std::string(analysis) + "\" (built in: " + known + ")";
+    throw std::invalid_argument(key + ".analysis: unknown analysis \"" + std::string(analysis) +
+                                "\" (built in: " + known + ")");
   }
   try {
-    (void)validate_params(*d, params, checks);
+    return validate_params(*d, params, checks);
   } catch (const std::exception& e) {
     // "parameter min_area: ..." as the configuration's key: "apps[2].params.min_area: ...".
     const std::string_view what = e.what(), prefix = "parameter ";
-    const auto colon = what.find(':');
-    if (what.substr(0, prefix.size()) == prefix && colon != std::string_view::npos)
-      return key + ".params." + std::string(what.substr(prefix.size()));
-    return key + ".params: " + std::string(what);
+    if (what.substr(0, prefix.size()) == prefix && what.find(':') != std::string_view::npos)
+      throw std::invalid_argument(key + ".params." + std::string(what.substr(prefix.size())));
+    throw std::invalid_argument(key + ".params: " + std::string(what));
+  }
+}
+
+std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
+                                            const json::object& params, Checks checks) {
+  try {
+    (void)app_params(index, analysis, params, checks);
+  } catch (const std::invalid_argument& e) {
+    return e.what();
   }
   return std::nullopt;
 }

@@ -102,10 +102,12 @@ Params validate_params(const Spec& d, const boost::json::object& given, Checks c
 Params validate_params(const Spec& d,
                        const std::vector<std::pair<std::string, std::string>>& given);
 
-// The first fault of a configured app's analysis setting, naming its key
+// A configured app's (apps[index]) validated parameters, defaults included;
+// its first fault throws std::invalid_argument naming the key
 // ("apps[2].analysis: unknown analysis \"x\" (built in: tissue, exec)",
-// "apps[2].params.min_area: unknown for analysis tissue ..."); nullopt when there is none.
-// What iaserve and iaworker check at start-up.
+// "apps[2].params.min_area: unknown for analysis tissue ..."). What iaserve
+// and iaworker check at start-up; app_config_error gives the fault as text.
+Params app_params(std::size_t index, std::string_view analysis, const boost::json::object& params, Checks checks);
 std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
                                             const boost::json::object& params, Checks checks);
 
