@@ -334,10 +334,11 @@ void read_app(const toml::table& t, const std::string& path, AppConfig& app) {
       const std::string ap = join(path, "analysis");
       check_keys(*at, ap, {"name"});
       read_string(*at, "name", ap, app.analysis);
+      app.analysis_key = "analysis.name";
     } else {
       read_string(t, "analysis", path, app.analysis);
     }
-    if (app.analysis.empty()) throw ConfigError(join(path, "analysis"), "must not be empty");
+    if (app.analysis.empty()) throw ConfigError(join(path, app.analysis_key), "must not be empty");
   }
   read_object(t, "params", path, app.params);
   if (auto nt = table_at(t, "notifications", path)) {

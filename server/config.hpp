@@ -118,6 +118,7 @@ struct AppConfig {
   std::vector<std::string> input_tags;  // inputTemplate.content.tags (taggedPolygon)
   boost::json::object context;          // registration context, echoed back by DPAT
   std::string analysis = "tissue";      // analysis name the worker runs
+  std::string analysis_key = "analysis";  // where the file wrote it: "analysis", or "analysis.name" (a table)
   boost::json::object params;           // its parameters
   NotificationFilter notifications;
 };

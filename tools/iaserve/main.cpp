@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < config.apps.size(); ++i) {
     const auto& a = config.apps[i];
     try {
-      effective.apps[i].params = analysis::app_params(i, a.analysis, a.params, analysis::Checks::any_host).to_json();
+      effective.apps[i].params = analysis::app_params(i, a.analysis, a.params, analysis::Checks::any_host, a.analysis_key).to_json();
     } catch (const std::invalid_argument& e) {
       std::cerr << "iaserve: configuration " << config_path << ": " << e.what() << "\n";
       return 2;

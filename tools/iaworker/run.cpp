@@ -108,13 +108,14 @@ int run(const RunOptions& ro) {
   // gets: refuse to start instead, naming the key.
   for (std::size_t i = 0; i < config.apps.size(); ++i) {
     const auto& app = config.apps[i];
-    if (auto error = analysis::app_config_error(i, app.analysis, app.params, analysis::Checks::this_host)) {
+    if (auto error = analysis::app_config_error(i, app.analysis, app.params, analysis::Checks::this_host,
+                                                    app.analysis_key)) {
       std::cerr << "iaworker run: " << *error << "\n";
       return 2;
     }
     // Its programs run under the guard: without it every job would fail.
     if (app.analysis == "exec" && !analysis::exec::guard_path()) {
-      std::cerr << "iaworker run: apps[" << i << "].analysis: exec runs its programs under iaexec-guard, which is "
+      std::cerr << "iaworker run: apps[" << i << "]." << app.analysis_key << ": exec runs its programs under iaexec-guard, which is "
                 << "not beside this program (it is installed with iaworker)\n";
       return 2;
     }

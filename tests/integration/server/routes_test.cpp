@@ -487,6 +487,11 @@ TEST_CASE("an app's analysis and parameters are checked at start-up, except what
                20s);
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].analysis: unknown analysis \"tisue\" (built in: tissue, exec)"));
+  // Written as a table, the key named is the table's.
+  r = run({bin("iaserve"), "--config", app("table.toml", "[apps.analysis]\nname = \"tisue\"\n"), "--check-config"});
+  CHECK(r.code == 2);
+  CHECK_THAT(r.err,
+             Catch::Matchers::Contains("apps[0].analysis.name: unknown analysis \"tisue\" (built in: tissue, exec)"));
   r = run({bin("iaserve"), "--config", app("param.toml", "[apps.params]\ntarget_mpp = 0.1\n"), "--check-config"});
   CHECK(r.code == 2);
   CHECK_THAT(r.err, Catch::Matchers::Contains("apps[0].params.target_mpp: 0.1 is below 1"));

@@ -242,13 +242,14 @@ Params validate_params(const Spec& d,
   return out;
 }
 
-Params app_params(std::size_t index, std::string_view analysis, const json::object& params, Checks checks) {
+Params app_params(std::size_t index, std::string_view analysis, const json::object& params, Checks checks,
+                  std::string_view name_key) {
   const std::string key = "apps[" + std::to_string(index) + "]";
   const Spec* d = find_spec(analysis);
   if (!d) {
     std::string known;
     for (const Spec* a : specs()) known += (known.empty() ? "" : ", ") + a->name;
-    throw std::invalid_argument(key + ".analysis: unknown analysis \"" + std::string(analysis) +
+    throw std::invalid_argument(key + "." + std::string(name_key) + ": unknown analysis \"" + std::string(analysis) +
                                 "\" (built in: " + known + ")");
   }
   try {
@@ -263,9 +264,9 @@ Params app_params(std::size_t index, std::string_view analysis, const json::obje
 }
 
 std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
-                                            const json::object& params, Checks checks) {
+                                            const json::object& params, Checks checks, std::string_view name_key) {
   try {
-    (void)app_params(index, analysis, params, checks);
+    (void)app_params(index, analysis, params, checks, name_key);
   } catch (const std::invalid_argument& e) {
     return e.what();
   }

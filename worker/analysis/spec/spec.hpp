@@ -107,9 +107,13 @@ Params validate_params(const Spec& d,
 // ("apps[2].analysis: unknown analysis \"x\" (built in: tissue, exec)",
 // "apps[2].params.min_area: unknown for analysis tissue ..."). What iaserve
 // and iaworker check at start-up; app_config_error gives the fault as text.
-Params app_params(std::size_t index, std::string_view analysis, const boost::json::object& params, Checks checks);
+// name_key is where the app's configuration wrote the name: "analysis", or
+// "analysis.name" for the table form.
+Params app_params(std::size_t index, std::string_view analysis, const boost::json::object& params, Checks checks,
+                  std::string_view name_key = "analysis");
 std::optional<std::string> app_config_error(std::size_t index, std::string_view analysis,
-                                            const boost::json::object& params, Checks checks);
+                                            const boost::json::object& params, Checks checks,
+                                            std::string_view name_key = "analysis");
 
 namespace exec {
 // `args` as a shell would split it, without running one: blanks separate
