@@ -1,20 +1,29 @@
 // iaexec-guard: the process iaworker's exec analysis runs a program under
 // (worker/analysis/exec_guard.hpp says how it is started and what it
-// reports). It leads the program's process group and asks the kernel for
-// SIGUSR1 when the worker ends (PR_SET_PDEATHSIG): then it kills the whole
-// group, so nothing of the analysis (not even what the program started, a
-// wrapper script's python) keeps running on a host whose worker is gone.
+// reports). It leads the program's process group, is the run's child
+// subreaper (PR_SET_CHILD_SUBREAPER: a process of the run whose parent dies
+// becomes its child, even one that left the group with setsid), and asks
+// the kernel for SIGUSR1 when the worker ends (PR_SET_PDEATHSIG). When the
+// program ends, when the worker asks (SIGTERM from the worker: a cancel or
+// the time limit) and when the worker is gone, it kills what is left of the
+// run: its group and its children, until none is left. So nothing of the
+// analysis (not a wrapper script's python, not a daemon the model started)
+// keeps running once its job has ended, or on a host whose worker is gone.
 // A small program of its own rather than a fork of the worker, so that it
 // holds none of the worker's memory while the program runs.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 
 #include "worker/analysis/exec_guard.hpp"
@@ -24,19 +33,100 @@ namespace {
 namespace guard = iaserve::analysis::exec_guard;
 
 volatile sig_atomic_t g_worker_gone = 0;
-volatile sig_atomic_t g_program_ended = 0;
+volatile sig_atomic_t g_child_ended = 0;
+volatile sig_atomic_t g_stop = 0;
+pid_t g_worker = 0;
 
-void on_signal(int sig) {
+void on_signal(int sig, siginfo_t* info, void*) {
   if (sig == SIGCHLD)
-    g_program_ended = 1;
-  else
+    g_child_ended = 1;
+  else if (sig == SIGUSR1)
     g_worker_gone = 1;
+  else if (sig == SIGTERM && info->si_pid == g_worker)
+    g_stop = 1;  // the worker's; the program's own (`kill 0`, say) does not end the run
 }
 
 void report(guard::Kind kind, int value) {
   const guard::Report r{kind, value};
   ssize_t ignored = ::write(guard::kReportFd, &r, sizeof r);
   (void)ignored;
+}
+
+// Whether pid is alive (not a zombie) and of the run: in this guard's
+// process group, or its child.
+bool of_the_run(int proc, pid_t pid, pid_t self) {
+  char path[32], text[512];
+  std::snprintf(path, sizeof path, "%d/stat", static_cast<int>(pid));
+  const int fd = ::openat(proc, path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const ssize_t n = ::read(fd, text, sizeof text - 1);
+  ::close(fd);
+  if (n <= 0) return false;
+  text[n] = '\0';
+  // "pid (comm) state ppid pgrp ...": comm may hold anything, ')' included.
+  const char* close = std::strrchr(text, ')');
+  char state = 0;
+  int ppid = 0, pgrp = 0;
+  if (!close || std::sscanf(close + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) return false;
+  if (state == 'Z' || state == 'X') return false;
+  return pgrp == self || ppid == self;
+}
+
+// SIGKILL to pid if it is (still) of the run. Through a pidfd taken before
+// the check: should pid end and its number be taken meanwhile, the signal
+// finds the old process gone instead of reaching the new one.
+void kill_if_of_the_run(int proc, pid_t pid, pid_t self) {
+  const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (pidfd < 0) {
+    if (errno == ENOSYS && of_the_run(proc, pid, self)) ::kill(pid, SIGKILL);  // before Linux 5.3
+    return;
+  }
+  if (of_the_run(proc, pid, self)) ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  ::close(pidfd);
+}
+
+// Reaps the guard's children that have ended; the program's wait status
+// goes to *status.
+bool reap_children(pid_t program, int* status) {
+  bool program_reaped = false;
+  int st = 0;
+  pid_t p;
+  while ((p = ::waitpid(-1, &st, WNOHANG)) > 0)
+    if (p == program) {
+      *status = st;
+      program_reaped = true;
+    }
+  return program_reaped;
+}
+
+// Kills what is left of the run (the program too, if it still runs) and
+// reaps the guard's own, until none is left, or for two seconds at most (a
+// process stuck in the kernel does not die at once; the worker's SIGKILL to
+// the group follows).
+bool sweep(pid_t self, pid_t program, int* status) {
+  bool program_reaped = false;
+  const int proc = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (proc < 0) return false;
+  for (int round = 0; round < 1000; ++round) {
+    int left = 0;
+    if (DIR* d = ::fdopendir(::dup(proc))) {
+      while (const dirent* e = ::readdir(d)) {
+        char* end = nullptr;
+        const long pid = std::strtol(e->d_name, &end, 10);
+        if (pid <= 0 || *end != '\0' || pid == self) continue;
+        if (!of_the_run(proc, static_cast<pid_t>(pid), self)) continue;
+        kill_if_of_the_run(proc, static_cast<pid_t>(pid), self);
+        ++left;
+      }
+      ::closedir(d);
+    }
+    if (reap_children(program, status)) program_reaped = true;
+    if (left == 0) break;
+    const timespec pause{0, 2'000'000};
+    ::nanosleep(&pause, nullptr);
+  }
+  ::close(proc);
+  return program_reaped;
 }
 
 }  // namespace
@@ -48,13 +138,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   const pid_t worker = static_cast<pid_t>(std::strtol(argv[1], nullptr, 10));
-  // Every signal is blocked on entry; these two are taken in sigsuspend only.
+  g_worker = worker;
+  // Every signal is blocked on entry; these three are taken in sigsuspend only.
   struct sigaction on {};
-  on.sa_handler = on_signal;
+  on.sa_sigaction = on_signal;
+  on.sa_flags = SA_SIGINFO;
   sigfillset(&on.sa_mask);
-  ::sigaction(SIGCHLD, &on, nullptr);
-  ::sigaction(SIGUSR1, &on, nullptr);
-  if (::prctl(PR_SET_PDEATHSIG, SIGUSR1) != 0) {
+  for (int sig : {SIGCHLD, SIGUSR1, SIGTERM}) ::sigaction(sig, &on, nullptr);
+  if (::prctl(PR_SET_PDEATHSIG, SIGUSR1) != 0 || ::prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
     report(guard::not_started, errno);
     return 127;
   }
@@ -71,8 +162,7 @@ int main(int argc, char** argv) {
   if (program == 0) {
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
-    ::sigaction(SIGCHLD, &dfl, nullptr);
-    ::sigaction(SIGUSR1, &dfl, nullptr);
+    for (int sig : {SIGCHLD, SIGUSR1, SIGTERM}) ::sigaction(sig, &dfl, nullptr);
     int e = 0;
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) {
       e = errno;
@@ -110,19 +200,29 @@ int main(int argc, char** argv) {
   for (int fd : {0, 1, 2}) ::close(fd);
   sigset_t waiting;
   sigfillset(&waiting);
-  sigdelset(&waiting, SIGCHLD);
-  sigdelset(&waiting, SIGUSR1);
-  int status = 0;
+  for (int sig : {SIGCHLD, SIGUSR1, SIGTERM}) sigdelset(&waiting, sig);
+  int status = SIGKILL;  // as the wait status of a program killed by the sweep and never reaped
   for (;;) {
     // SIGUSR1 with the worker still its parent came from the program: not
     // the worker's end.
     if (g_worker_gone) {
       g_worker_gone = 0;
-      if (::getppid() != worker) ::kill(0, SIGKILL);  // the whole group, this guard too
+      if (::getppid() != worker) {
+        sweep(self, program, &status);
+        return 0;  // nobody reads the report
+      }
     }
-    if (g_program_ended) {
-      g_program_ended = 0;
-      if (::waitpid(program, &status, WNOHANG) == program) break;
+    if (g_stop) {  // a cancel or the time limit
+      sweep(self, program, &status);
+      break;
+    }
+    if (g_child_ended) {
+      g_child_ended = 0;
+      // Also what was handed to this guard (as subreaper) and ended.
+      if (reap_children(program, &status)) {
+        sweep(self, program, &status);  // what the program left running
+        break;
+      }
     }
     ::sigsuspend(&waiting);  // the handlers run only in here: no wake-up is missed
   }

@@ -95,10 +95,17 @@ struct Child {
       return errno != EINTR;  // ECHILD: nothing left to wait for
     return info.si_pid == pid;
   }
-  // Kills the group (what the program left running after it exited, or all
-  // of it on a cancel) while the guard still holds its id, then reaps the
-  // guard and takes the program's status from its report.
+  // Ends the run and reaps the guard, taking the program's status from its
+  // report. A guard still running (a cancel, the time limit) is asked to
+  // end it (SIGTERM): it kills the program and all the run left, even what
+  // left the group; should it not be done in 3 s, the group is killed. The
+  // group is killed in any case while the guard still holds its id (what
+  // the program left running, should the guard have missed it).
   void reap() {
+    if (!ended()) {
+      ::kill(pid, SIGTERM);
+      for (int i = 0; i < 150 && !ended(); ++i) ::usleep(20000);
+    }
     ::kill(-pid, SIGKILL);
     while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
     }

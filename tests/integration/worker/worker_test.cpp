@@ -488,12 +488,15 @@ TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the progra
   const fs::path pid_file = s.dir / "program.pid";
   const fs::path started_file = s.dir / "started.pid";
   const fs::path job_file = s.dir / "program.job";
+  const fs::path escaped_file = s.dir / "escaped.pid";
   // The program keeps its job, starts a two-minute sleep of its own (as a
-  // wrapper script starts its model), notes both pids, then becomes a
-  // two-minute sleep itself (same pid).
+  // wrapper script starts its model) and one that leaves the process group
+  // (setsid, as a daemon does), notes the pids, then becomes a two-minute
+  // sleep itself (same pid).
   s.use_exec("/bin/sh", "-c 'cat > " + job_file.string() + " && { sleep 120 & echo $! > " + started_file.string() +
-                            "; } && echo $$ > " + pid_file.string() + ".tmp && mv " + pid_file.string() + ".tmp " +
-                            pid_file.string() + " && exec sleep 120'");
+                            "; } && { setsid sleep 120 & echo $! > " + escaped_file.string() + "; } && echo $$ > " +
+                            pid_file.string() + ".tmp && mv " + pid_file.string() + ".tmp " + pid_file.string() +
+                            " && exec sleep 120'");
   s.start_sim();
   s.start_server();
   Process& w = s.start_worker("w1");
@@ -502,23 +505,27 @@ TEST_CASE("a worker killed with SIGKILL during an exec analysis takes the progra
   while (!fs::exists(pid_file) && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(20ms);
   INFO(w.stderr_text().substr(0, 4000));
   REQUIRE(fs::exists(pid_file));
-  pid_t program = 0, started = 0;
+  pid_t program = 0, started = 0, escaped = 0;
   std::ifstream(pid_file) >> program;
   std::ifstream(started_file) >> started;
+  std::ifstream(escaped_file) >> escaped;
   REQUIRE(program > 0);
   REQUIRE(started > 0);
-  // Both, as sleeps now, run while the worker does.
+  REQUIRE(escaped > 0);
+  // All three, as sleeps now, run while the worker does.
   std::this_thread::sleep_for(300ms);
   REQUIRE(running(program));
   REQUIRE(running(started));
+  REQUIRE(running(escaped));
   w.kill9();
   w.wait(10s);
   const auto gone_by = std::chrono::steady_clock::now() + 10s;
-  while ((running(program) || running(started)) && std::chrono::steady_clock::now() < gone_by)
+  while ((running(program) || running(started) || running(escaped)) && std::chrono::steady_clock::now() < gone_by)
     std::this_thread::sleep_for(20ms);
   CHECK_FALSE(running(program));
   CHECK_FALSE(running(started));
-  for (pid_t p : {program, started})
+  CHECK_FALSE(running(escaped));
+  for (pid_t p : {program, started, escaped})
     if (running(p)) ::kill(p, SIGKILL);  // a failed check leaves nothing behind
   // Its scratch folder, left behind by the kill, is in the slide's folder
   // in the worker's data folder (where retention removes it), not in /tmp.

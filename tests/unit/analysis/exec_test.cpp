@@ -272,15 +272,33 @@ echo '{"result": {"displayResult": "ok"}}'
   CHECK_THAT(bad.error, Catch::Contains("parameter args: unclosed ' at character 1: 'open"));
 }
 
+// Waits up to 5 s for pid to end; kills it should it still run (a failed
+// check leaves nothing behind).
+bool ends(long pid) {
+  bool gone = false;
+  for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
+  if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+  return gone;
+}
+
+long pid_in(const fs::path& file) {
+  long pid = 0;
+  std::ifstream(file) >> pid;
+  return pid;
+}
+
 TEST_CASE("exec: the time limit and a cancel kill the program and what it started", "[exec]") {
   ExecSlide t;
-  // It starts a child of its own (as a Python model may), then waits.
+  // It starts a child of its own (as a Python model may) and one that
+  // leaves the process group (a daemon, setsid), then waits.
   const fs::path pids = t.dir / "pids";
   const std::string program =
-      t.script("hang.sh", "sleep 600 &\necho $! > \"$1\"\necho '{\"progress\": 10}'\nwait\n");
+      t.script("hang.sh", "sleep 600 &\necho $! > \"$1\"\nsetsid sleep 600 &\necho $! > \"$1.escaped\"\n"
+                          "echo '{\"progress\": 10}'\nwait\n");
   for (bool cancel : {false, true}) {
     INFO((cancel ? "cancel" : "time limit"));
     fs::remove(pids);
+    fs::remove(pids.string() + ".escaped");
     analysis::Hooks hooks;
     bool stop = false;
     if (cancel) {
@@ -292,26 +310,24 @@ TEST_CASE("exec: the time limit and a cancel kill the program and what it starte
     auto r = t.run({{"command", program}, {"args", pids.string()}}, hooks);
     CHECK(r.status == (cancel ? analysis::RunStatus::cancelled : analysis::RunStatus::timed_out));
     CHECK(r.seconds < 60);
-    std::ifstream in(pids);
-    long pid = 0;
-    in >> pid;
+    const long pid = pid_in(pids), escaped = pid_in(pids.string() + ".escaped");
     REQUIRE(pid > 0);
-    // The grandchild went with its process group.
-    bool gone = false;
-    for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
-    CHECK(gone);
-    if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+    REQUIRE(escaped > 0);
+    // The grandchild went with its process group, the one that left it too.
+    CHECK(ends(pid));
+    CHECK(ends(escaped));
   }
 }
 
-TEST_CASE("exec: the program's parent is the small guard program, and its SIGUSR1 is not the worker's end",
+TEST_CASE("exec: the program's parent is the small guard program, and its SIGUSR1 or SIGTERM is not the worker's",
           "[exec]") {
   ExecSlide t;
   // The parent is iaexec-guard (not a copy of this process holding its
-  // memory), which kills the group when the worker is gone; the same signal
-  // from the program must not end the run.
+  // memory), which kills the group when the worker is gone (SIGUSR1) or
+  // asks (SIGTERM); the same signals from the program must not end the run.
   const fs::path parent = t.dir / "parent";
-  const std::string program = t.script("usr1.sh", "cat /proc/$PPID/comm > \"$1\"\nkill -USR1 $PPID\nsleep 0.3\n"
+  const std::string program = t.script("usr1.sh",
+                                       "cat /proc/$PPID/comm > \"$1\"\nkill -USR1 $PPID\nkill -TERM $PPID\nsleep 0.3\n"
                                                   "echo '{\"result\": {\"displayResult\": \"still here\"}}'\n");
   auto r = t.run({{"command", program}, {"args", parent.string()}});
   INFO(r.error);
@@ -388,23 +404,22 @@ TEST_CASE("exec: a guard killed from outside takes its program with it, and the 
 TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {
   ExecSlide t;
   const fs::path pids = t.dir / "pids";
-  // The result, then a background sleep that keeps stdout and stderr open.
-  const std::string program = t.script(
-      "leave.sh", "echo '{\"result\": {\"displayResult\": \"done early\"}}'\nsleep 600 &\necho $! > \"$1\"\nexit 0\n");
+  // The result, then a background sleep that keeps stdout and stderr open,
+  // and one that left the process group (as a daemon does).
+  const std::string program =
+      t.script("leave.sh", "echo '{\"result\": {\"displayResult\": \"done early\"}}'\nsleep 600 &\necho $! > \"$1\"\n"
+                           "setsid sleep 600 < /dev/null > /dev/null 2>&1 &\necho $! > \"$1.escaped\"\nexit 0\n");
   analysis::Hooks hooks;
   hooks.time_limit = 60s;  // before the fix the run waited for the sleep and timed out here
   auto r = t.run({{"command", program}, {"args", pids.string()}}, hooks);
   INFO(r.error);
   REQUIRE(r.status == analysis::RunStatus::ok);
   CHECK(r.outcome->display_result == "done early");
-  std::ifstream in(pids);
-  long pid = 0;
-  in >> pid;
+  const long pid = pid_in(pids), escaped = pid_in(pids.string() + ".escaped");
   REQUIRE(pid > 0);
-  bool gone = false;  // killed with the rest of its group
-  for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
-  CHECK(gone);
-  if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+  REQUIRE(escaped > 0);
+  CHECK(ends(pid));      // killed with the rest of its group
+  CHECK(ends(escaped));  // handed to the guard when the program ended, and killed
 }
 
 TEST_CASE("exec: the program gets stdin, stdout and stderr, none of the worker's other files", "[exec]") {
