@@ -109,7 +109,7 @@ bool sweep(pid_t self, pid_t program, int* status) {
   if (proc < 0) return false;
   for (int round = 0; round < 1000; ++round) {
     int left = 0;
-    if (DIR* d = ::fdopendir(::dup(proc))) {
+    if (DIR* d = ::opendir("/proc")) {  // anew each round (a dup of proc would share its offset)
       while (const dirent* e = ::readdir(d)) {
         char* end = nullptr;
         const long pid = std::strtol(e->d_name, &end, 10);
