@@ -433,7 +433,7 @@ struct FakeApp {
 
 }  // namespace
 
-TEST_CASE("dpatsim invoke plays DPAT toward an app; wait and results see the answer", "[sim]") {
+TEST_CASE("dpatsim invoke plays DPAT toward an app, wait and results see the answer", "[sim]") {
   Slides s;
   Sim sim(s.folder);
   FakeApp app;

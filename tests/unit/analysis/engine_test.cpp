@@ -193,7 +193,7 @@ TEST_CASE("errors of an analysis, an unknown name and bad parameters become mess
   CHECK(analysis::run_analysis("tissue", sl.s, off, {}).error == "the drawn regions lie outside the slide");
 }
 
-TEST_CASE("a failure of the host (memory, disk, descriptors, slide I/O) is transient; others are not",
+TEST_CASE("a failure of the host (memory, disk, descriptors, slide I/O) is transient, others are not",
           "[engine]") {
   SmallSlide sl;
   auto run_throwing = [&](std::function<void()> thrower) {

@@ -265,7 +265,7 @@ TEST_CASE("client: 4xx are never retried and map to their kinds", "[client][erro
   }
 }
 
-TEST_CASE("client: 5xx after the retries is a server error; POST retried only on 503/429",
+TEST_CASE("client: 5xx after the retries is a server error, POST retried only on 503/429",
           "[client][errors]") {
   TestServer server(
       [](const Received&, std::size_t) { return Reply::with(500, "boom\n", {}, "text/plain"); });

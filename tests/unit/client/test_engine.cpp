@@ -164,7 +164,7 @@ TEST_CASE("engine: many calls at once share at most max_transfers connections", 
   CHECK(server.connection_count() <= 3);
 }
 
-TEST_CASE("engine: retries on a timer; errors have the blocking client's kinds and texts",
+TEST_CASE("engine: retries on a timer, errors have the blocking client's kinds and texts",
           "[engine][errors]") {
   SECTION("503 twice, then the answer") {
     TestServer server([](const Received&, std::size_t i) {
@@ -455,7 +455,7 @@ TEST_CASE("engine: https:// goes through curl: verified by default, a CA file tr
   CHECK_THAT(p.what(), Catch::Matchers::StartsWith("GET /slides/s1/info: malformed answer: "));
 }
 
-TEST_CASE("engine: an interim 1xx answer is skipped; the connection then serves the next call",
+TEST_CASE("engine: an interim 1xx answer is skipped, the connection then serves the next call",
           "[engine][keepalive]") {
   TestServer server([](const Received&, std::size_t i) {
     Reply r = Reply::json(200, json_text(to_json(std::vector<StoredResult>{
@@ -475,7 +475,7 @@ TEST_CASE("engine: an interim 1xx answer is skipped; the connection then serves 
   CHECK(server.connection_count() == 1);
 }
 
-TEST_CASE("engine: a host that cannot be resolved is a transport error; a POST is retried (nothing was sent)",
+TEST_CASE("engine: a host that cannot be resolved is a transport error, a POST is retried (nothing was sent)",
           "[engine][errors]") {
   CallbackEngine engine(fast());
   auto o = await<StoredResult>([&](auto done) {

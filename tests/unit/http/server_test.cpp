@@ -267,7 +267,7 @@ TEST_CASE("a client that stops reading its answer is cut off at write_timeout", 
   CHECK(got.size() < big.size());
 }
 
-TEST_CASE("a responder answers from another thread; a dropped one answers 500", "[http]") {
+TEST_CASE("a responder answers from another thread, a dropped one answers 500", "[http]") {
   std::vector<std::thread> threads;
   std::mutex m;
   http::Server s({}, [&](http::Request&& req, http::Responder r) {

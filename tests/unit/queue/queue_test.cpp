@@ -166,7 +166,7 @@ TEST_CASE("job and lease records survive a round trip", "[queue][record]") {
   CHECK_FALSE(record::decode_lease("{\"host\":3}"));
 }
 
-TEST_CASE("enqueue writes one 0600 file; claims go by priority, then age", "[queue]") {
+TEST_CASE("enqueue writes one 0600 file, claims go by priority, then age", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());
   auto a = q.enqueue(spec("s1"));
@@ -195,7 +195,7 @@ TEST_CASE("enqueue writes one 0600 file; claims go by priority, then age", "[que
   CHECK(q.stats().done == 3);
 }
 
-TEST_CASE("recent gives the newest jobs of a state; processes lists the leases", "[queue]") {
+TEST_CASE("recent gives the newest jobs of a state, processes lists the leases", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());
   CHECK(q.recent(State::done, 5).empty());
@@ -275,7 +275,7 @@ TEST_CASE("claim, lease, complete: active then done, nothing deleted on the way"
   CHECK(files(t / "q" / "leases", "").size() == 1);
 }
 
-TEST_CASE("a closed queue removes its lease; a long-dead process's lease is swept", "[queue]") {
+TEST_CASE("a closed queue removes its lease, a long-dead process's lease is swept", "[queue]") {
   TempDir t;
   auto o = fast();
   o.lease_timeout = 100ms;
@@ -410,7 +410,7 @@ TEST_CASE("release and a dropped claim return the job without counting", "[queue
   CHECK(files(t / "q" / "active", "").empty());
 }
 
-TEST_CASE("a new request for a pending slide replaces it; other slides and apps stay", "[queue]") {
+TEST_CASE("a new request for a pending slide replaces it, other slides and apps stay", "[queue]") {
   TempDir t;
   Queue q(t / "q", fast());
   auto first = q.enqueue(spec("s1"));
@@ -692,7 +692,7 @@ TEST_CASE("a worker that died between writing the outcome and moving: finished, 
   CHECK(j->attempts == 0);
 }
 
-TEST_CASE("corrupt job files go to failed/ with the cause; the claim loop goes on", "[queue][error]") {
+TEST_CASE("corrupt job files go to failed/ with the cause, the claim loop goes on", "[queue][error]") {
   TempDir t;
   Queue q(t / "q", fast());
   auto good = q.enqueue(spec("s1"));
@@ -767,7 +767,7 @@ TEST_CASE("a job file that cannot be read for now is left where it is, not taken
   c->complete();
 }
 
-TEST_CASE("a full disk (RLIMIT_FSIZE) is an error naming the file; nothing half-written", "[queue][error]") {
+TEST_CASE("a full disk (RLIMIT_FSIZE) is an error naming the file, nothing half-written", "[queue][error]") {
   TempDir t;
   Queue q(t / "q", fast());
   auto s = spec("s1");
@@ -923,7 +923,7 @@ Options journaled() {
 
 }  // namespace
 
-TEST_CASE("journal commit: concurrent enqueues share the journal; a checkpoint or close empties it", "[queue][journal]") {
+TEST_CASE("journal commit: concurrent enqueues share the journal, a checkpoint or close empties it", "[queue][journal]") {
   TempDir t;
   auto o = journaled();
   o.checkpoint_interval = 200ms;
@@ -1085,7 +1085,7 @@ TEST_CASE("a journal that cannot be written fails the enqueue, naming it, and le
   CHECK(files(t / "q" / "tmp", "").empty());
 }
 
-TEST_CASE("a worker claims only the apps it accepts; the others' jobs wait for theirs", "[queue]") {
+TEST_CASE("a worker claims only the apps it accepts, the others' jobs wait for theirs", "[queue]") {
   TempDir t;
   auto only_a = fast();
   only_a.accept_app = [](const std::string& app) { return app == "a"; };

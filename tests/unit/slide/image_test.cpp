@@ -88,7 +88,7 @@ TEST_CASE("colours as IA-API styles spell them", "[draw]") {
   CHECK_THROWS_AS(sl::parse_color("rgba(0,0,0,2)"), std::invalid_argument);
 }
 
-TEST_CASE("a filled polygon covers its area; holes stay empty", "[draw]") {
+TEST_CASE("a filled polygon covers its area, holes stay empty", "[draw]") {
   sl::Image img(600, 500);
   sl::Ring circle;
   const double r = 180, cx = 300.3, cy = 250.7;

@@ -149,7 +149,7 @@ TEST_CASE("SlideCache shares handles, bounds their count, reopens changed files"
   CHECK_THROWS_AS(cache.get(dir / "missing.svs"), sl::SlideError);
 }
 
-TEST_CASE("prepare_slide_files: the file to open; MRXS data files linked where OpenSlide looks", "[slide][files]") {
+TEST_CASE("prepare_slide_files: the file to open, MRXS data files linked where OpenSlide looks", "[slide][files]") {
   TempDir dir;
   // A single-file slide: that file; several: the slide format's own file.
   CHECK(sl::prepare_slide_files({dir / "a.svs"}) == dir / "a.svs");
