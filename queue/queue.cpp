@@ -36,7 +36,6 @@ using posix::Fd;
 
 namespace {
 
-constexpr std::size_t kMaxJobBytes = 16u << 20;
 
 // A job file whose content is not a job (torn, overwritten, too large): moved
 // aside. Any other QueueError from reading one is the disk's or the share's.
@@ -1526,6 +1525,9 @@ std::string Queue::enqueue(const JobSpec& spec) {
   f.job.payload = spec.payload;
   const std::string& id = f.job.id;
   std::string line = record::encode_job(f);
+  if (line.size() + 1 > kMaxJobBytes)
+    throw JobTooLarge("job of " + std::to_string(line.size() + 1) + " bytes: more than the queue's limit of " +
+                      std::to_string(kMaxJobBytes) + " bytes a job");
   if (q.commit_mode == Commit::journal) {
     // The file first, then its record: a record never names a job that was
     // not written (its replay would make a job nobody was told of).

@@ -167,6 +167,21 @@ class QueueError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A job whose record would be more than kMaxJobBytes: refused by enqueue
+// (nothing written), since no reader would take it back.
+class JobTooLarge : public QueueError {
+ public:
+  using QueueError::QueueError;
+};
+
+// What a job's record may be: its size in bytes (enqueue refuses more), and
+// the nesting of its payload (JSON arrays and objects; the record is one
+// level more). A record nested deeper is not read back: whoever builds
+// payloads bounds their depth (iaserve's bodies, at most 64 levels, are
+// one level in).
+inline constexpr std::size_t kMaxJobBytes = 16u << 20;
+inline constexpr unsigned kMaxPayloadDepth = 65;
+
 class Queue;
 
 // A claimed job. Movable, not copyable. While it lives it holds the job's

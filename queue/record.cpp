@@ -196,7 +196,7 @@ std::string encode_note(const std::string& last_error, std::chrono::system_clock
 
 JobFile decode_job(std::string_view whole, std::string_view id_from_name) {
   json::parse_options opts;
-  opts.max_depth = 64;
+  opts.max_depth = kMaxPayloadDepth + 1;  // the record's own level around the payload
   std::error_code ec;
   auto first_end = whole.find('\n');
   std::string_view text = whole.substr(0, first_end);

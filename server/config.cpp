@@ -3,6 +3,8 @@
 #include <boost/json.hpp>
 #include <toml++/toml.h>
 
+#include "queue/queue.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
@@ -374,7 +376,8 @@ Config from_table(const toml::table& root) {
                 "status_page"});
     read_string(*t, "listen", p, s.listen);
     read_uint(*t, "io_threads", p, s.io_threads, 1, 256);
-    read_size(*t, "body_limit", p, s.body_limit, 1024, 1ull << 30);
+    // A body becomes a job: no larger than the queue takes, no deeper than it reads back.
+    read_size(*t, "body_limit", p, s.body_limit, 1024, queue::kMaxJobBytes);
     read_duration(*t, "read_timeout", p, s.read_timeout, 100ms);
     read_duration(*t, "idle_timeout", p, s.idle_timeout, 100ms);
     read_path(*t, "tls_cert", p, s.tls_cert);
@@ -390,7 +393,7 @@ Config from_table(const toml::table& root) {
     read_uint(*t, "callback_pool_threads", p, s.callback_pool_threads, 1, 1024);
     read_uint(*t, "max_pending_callbacks", p, s.max_pending_callbacks, 1, 1u << 20);
     read_uint(*t, "callback_connections", p, s.callback_connections, 1, 4096);
-    read_uint(*t, "json_max_depth", p, s.json_max_depth, 4, 1024);
+    read_uint(*t, "json_max_depth", p, s.json_max_depth, 4, queue::kMaxPayloadDepth - 1);
     read_bool(*t, "status_page", p, s.status_page);
   }
   check_listen("server.listen", c.server.listen);

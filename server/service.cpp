@@ -103,14 +103,33 @@ bool is_json_content_type(std::string_view ct) {
 }
 
 // A slide id becomes part of URLs we call and of names on disk elsewhere:
-// refuse ".." segments outright (the decoder already refused control characters).
+// refuse "." and ".." segments outright (a server or proxy on the way may
+// resolve them to another resource; the decoder already refused control
+// characters).
 std::optional<std::string> traversal_problem(std::string_view id) {
   std::size_t start = 0;
   while (start <= id.size()) {
     std::size_t end = id.find_first_of("/\\", start);
     if (end == std::string_view::npos) end = id.size();
-    if (id.substr(start, end - start) == "..") return "path traversal (\"..\" segment) in " + std::string("slide id");
+    const std::string_view segment = id.substr(start, end - start);
+    if (segment == ".." || segment == ".")
+      return "path traversal (\"" + std::string(segment) + "\" segment) in slide id";
     start = end + 1;
+  }
+  return std::nullopt;
+}
+
+// A bearer token goes into a header line of every callback: printable
+// ASCII without blanks (RFC 6750's token68 and more), so that no CR or LF
+// can add a header of the caller's. The answer never shows the token.
+std::optional<std::string> token_problem(std::string_view token) {
+  if (token.empty()) return "empty (DPAT's callbacks need it)";
+  for (std::size_t i = 0; i < token.size(); ++i) {
+    const auto c = static_cast<unsigned char>(token[i]);
+    if (c < 0x21 || c > 0x7e)
+      return "byte " + std::to_string(i + 1) + " of " + std::to_string(token.size()) + " is " +
+             (c == ' ' ? std::string("a space") : c < 0x20 || c == 0x7f ? "a control character" : "not ASCII") +
+             " (a bearer token is printable ASCII)";
   }
   return std::nullopt;
 }
@@ -554,8 +573,8 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       call->answer(error_answer(400, "callbackInfo.url: " + *problem, "callbackInfo.url"));
       return false;
     }
-    if (cb.token.empty()) {
-      call->answer(error_answer(400, "callbackInfo.token: empty (DPAT's callbacks need it)", "callbackInfo.token"));
+    if (auto problem = token_problem(cb.token)) {
+      call->answer(error_answer(400, "callbackInfo.token: " + *problem, "callbackInfo.token"));
       return false;
     }
     return true;
@@ -566,7 +585,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (!body) return;
     auto decoded = iaapi::decode<iaapi::Invocation>(*body);
     if (!decoded) {
-      call->answer(error_answer(400, decoded.error.what(), decoded.error.field));
+      call->answer(error_answer(400, decoded.error.what(), decoded.error.field.empty() ? "body" : decoded.error.field));
       return;
     }
     iaapi::Invocation inv = std::move(*decoded.value);
@@ -608,14 +627,22 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     spec.app_id = app.application_id;
     spec.slide_key = iaapi::slide_key(payload.slide_id);
     spec.payload = to_json(payload);
-    if (payload.invocation) {
-      if (auto p = payload.invocation->context.if_contains("priority"); p && p->is_int64())
-        spec.priority = static_cast<int>(std::clamp<std::int64_t>(p->get_int64(), -49999, 49999));
-    }
+    // DPAT's priority (an image's, in its notification), else one an
+    // invocation's context may carry.
+    std::optional<std::int64_t> priority;
+    if (payload.notification) priority = payload.notification->image_info.priority;
+    if (!priority && payload.invocation)
+      if (auto p = payload.invocation->context.if_contains("priority"); p && p->is_int64()) priority = p->get_int64();
+    if (priority) spec.priority = static_cast<int>(std::clamp<std::int64_t>(*priority, -49999, 49999));
     try {
       std::string id = q->enqueue(spec);
       log->debug("queued job {} ({}) slide={}", id, to_string(payload.kind), payload.slide_id);
       return true;
+    } catch (const queue::JobTooLarge& e) {
+      // Nothing written: the decoded request (defaults filled in) is more
+      // than the queue holds.
+      call->answer(error_answer(413, "request too large to queue: " + std::string(e.what()), "body"));
+      return false;
     } catch (const std::exception& e) {
       log->error("enqueue for slide {} failed: {}", payload.slide_id, e.what());
       call->answer(error_answer(503, "queue not writable: " + std::string(e.what())));
@@ -886,19 +913,37 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       call->answer(error_answer(503, "queue folder unusable: " + why));
       return;
     }
+    // With a cancellationToken: the jobs that carry it; none carrying it,
+    // those of the slide that carry none (they could have been its run).
+    // A job with another token is another run (a newer one, when this
+    // cancel comes late) and stays. Without one: all of the slide's.
     std::size_t n = 0;
     if (inv.cancellation_token && !inv.cancellation_token->empty()) {
+      const std::string slide = iaapi::slide_key(inv.slide_id);
+      std::vector<std::string> untokened;
       for (auto state : {queue::State::pending, queue::State::active}) {
         for (const auto& job : q->list(state)) {
           if (job.app_id != app.application_id) continue;
-          auto it = job.payload.find("invocation");
-          if (it == job.payload.end() || !it->value().is_object()) continue;
-          auto tok = it->value().get_object().if_contains("cancellationToken");
-          if (tok && tok->is_string() && tok->get_string() == *inv.cancellation_token && q->cancel(job.id)) ++n;
+          const json::string* tok = nullptr;
+          for (const char* kind : {"invocation", "notification"}) {
+            auto it = job.payload.find(kind);
+            if (it == job.payload.end() || !it->value().is_object()) continue;
+            if (auto t = it->value().get_object().if_contains("cancellationToken"); t && t->is_string())
+              tok = &t->get_string();
+          }
+          if (tok && !tok->empty()) {
+            if (*tok == *inv.cancellation_token && q->cancel(job.id)) ++n;
+          } else if (job.slide_key == slide) {
+            untokened.push_back(job.id);
+          }
         }
       }
+      if (n == 0)
+        for (const auto& id : untokened)
+          if (q->cancel(id)) ++n;
+    } else {
+      n = q->cancel_slide(app.application_id, iaapi::slide_key(inv.slide_id));
     }
-    if (n == 0) n = q->cancel_slide(app.application_id, iaapi::slide_key(inv.slide_id));
     log->debug("{} slide={}: {} job(s) cancelled", iaapi::to_string(inv.action), inv.slide_id, n);
     call->answer(json_answer(200, answer));
   }
@@ -908,7 +953,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (!body) return;
     auto decoded = iaapi::decode<iaapi::ImageNotification>(*body);
     if (!decoded) {
-      call->answer(error_answer(400, decoded.error.what(), decoded.error.field));
+      call->answer(error_answer(400, decoded.error.what(), decoded.error.field.empty() ? "body" : decoded.error.field));
       return;
     }
     auto n = std::make_shared<iaapi::ImageNotification>(std::move(*decoded.value));

@@ -75,7 +75,7 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
   for (int i = 0; i < 60; ++i) long_id += "\u00e9";
   const std::vector<Case> cases = {
       {"malformed JSON", "POST", app, "{\"action\": ", json_ct, 400, "body: *", "body"},
-      {"not an object", "POST", app, "[1,2]", json_ct, 400, "body: expected object, got array", ""},
+      {"not an object", "POST", app, "[1,2]", json_ct, 400, "body: expected object, got array", "body"},
       {"missing slideId", "POST", app, without("slideId"), json_ct, 400, "slideId: missing", "slideId"},
       {"slideId of the wrong type", "POST", app, with("slideId", 42), json_ct, 400,
        "slideId: expected string, got number", "slideId"},
@@ -84,6 +84,8 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
       {"unknown action", "POST", app, with("action", "explode"), json_ct, 400, "action: *", "action"},
       {"slideId with ../", "POST", app, with("slideId", "../../etc/passwd"), json_ct, 400,
        "slideId: path traversal (\"..\" segment) in slide id", "slideId"},
+      {"slideId that is a . segment", "POST", app, with("slideId", "a/./b"), json_ct, 400,
+       "slideId: path traversal (\".\" segment) in slide id", "slideId"},
       {"slideId with NUL", "POST", app, with("slideId", json::string("a\0b", 3)), json_ct, 400, "slideId: *",
        "slideId"},
       {"slideId too long", "POST", app, with("slideId", json::string(std::string(300, 'x'))), json_ct, 400, "slideId: *",
@@ -102,6 +104,15 @@ TEST_CASE("bad requests get their status and error text", "[server][integration]
        "callbackInfo.url: user name or password in the URL (the token is the credential)", "callbackInfo.url"},
       {"empty callback token", "POST", app, with("callbackInfo", {{"url", "http://dpat/x"}, {"token", ""}}), json_ct,
        400, "callbackInfo.token: empty (DPAT's callbacks need it)", "callbackInfo.token"},
+      // A CR LF would add a header of the caller's to every callback; the
+      // answer names the byte, never the token.
+      {"callback token with CR LF", "POST", app,
+       with("callbackInfo", {{"url", "http://dpat/x"}, {"token", "secret\r\nX-Injected: 1"}}), json_ct, 400,
+       "callbackInfo.token: byte 7 of 21 is a control character (a bearer token is printable ASCII)",
+       "callbackInfo.token"},
+      {"callback token with a space", "POST", app, with("callbackInfo", {{"url", "http://dpat/x"}, {"token", "a b"}}),
+       json_ct, 400, "callbackInfo.token: byte 2 of 3 is a space (a bearer token is printable ASCII)",
+       "callbackInfo.token"},
       {"another app's id, cut inside a character", "POST", app, with("applicationId", json::string(long_id)), json_ct,
        400, "applicationId: \"a\u00e9*", "applicationId"},
       {"another app's id", "POST", app, with("applicationId", "other"), json_ct, 400,

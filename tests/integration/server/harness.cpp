@@ -137,7 +137,9 @@ std::vector<json::object> jobs_in(const fs::path& queue_dir, const std::string& 
   if (!fs::is_directory(queue_dir / state)) return out;
   for (const auto& e : fs::directory_iterator(queue_dir / state)) {
     if (e.path().extension() != ".json") continue;
-    json::value v = json::parse(read_file(e.path()));
+    json::parse_options deep;
+    deep.max_depth = 128;  // as deep as any job the queue takes, and then some
+    json::value v = json::parse(read_file(e.path()), {}, deep);
     std::vector<const json::value*> payloads;
     collect(v, "payload", payloads);
     REQUIRE(payloads.size() == 1);

@@ -289,7 +289,84 @@ TEST_CASE("image notifications: accepted ones are queued, filtered ones are not"
   CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "pas-slide", "notification") == 1);
 }
 
-TEST_CASE("modify stores the changed result; a pressed button queues a job", "[server][integration]") {
+TEST_CASE("an image's priority orders its job, and a request whose job would be too large is refused whole",
+          "[server][integration]") {
+  Sim sim;
+  Serve serve(two_app_config());
+  const std::string slide = sim.slide_ids().at(0);
+  auto n = notification("tissue", slide, sim.url(), "H&E");
+  n["imageInfo"].as_object()["priority"] = 9;
+  auto a = http_post_json(serve.url() + "/apps/tissue/imagenotification", body(n));
+  REQUIRE(a.status == 200);
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(serve.queue_dir() / "pending")) names.push_back(e.path().filename());
+  REQUIRE(names.size() == 1);
+  CHECK(names[0].substr(0, 6) == "49991-");  // priority 9 (ids sort by 50000 - priority)
+
+  // Every {} becomes {"mimeType":"","extension":""} in the job: a 3 MB body
+  // (under the body limit) would make a 30 MB job, more than the queue
+  // reads back. Refused before anything is written, not acknowledged and lost.
+  auto big = notification("tissue", "big-slide", sim.url(), "H&E");
+  json::array formats;
+  formats.resize(1'000'000, json::object{});
+  big["imageInfo"].as_object()["availableTileFormats"] = std::move(formats);
+  a = http_post_json(serve.url() + "/apps/tissue/imagenotification", body(big));
+  INFO(a.body.substr(0, 300));
+  CHECK(a.status == 413);
+  CHECK_THAT(a.body, Catch::Matchers::Contains("request too large to queue: job of "));
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "big-slide") == 0);
+  for (const auto& f : files_under(serve.queue_dir())) CHECK(f.string().find("big-slide") == std::string::npos);
+
+  // A body nested as deep as json_max_depth allows (64) makes a job the
+  // queue reads back.
+  auto deep = notification("tissue", "deep-slide", sim.url(), "H&E");
+  json::value nest = json::object{};
+  for (int i = 0; i < 62; ++i) nest = json::object{{"d", std::move(nest)}};  // body: 1 + 62 + 1 levels
+  deep["context"] = std::move(nest);
+  a = http_post_json(serve.url() + "/apps/tissue/imagenotification", body(deep));
+  REQUIRE(a.status == 200);
+  auto r = run({bin("iaqueue"), "--dir", serve.queue_dir().string(), "ls", "--state", "pending", "--json"});
+  INFO(r.out << r.err);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Matchers::Contains("deep-slide"));
+  CHECK(count_slide(jobs_in(serve.queue_dir(), "pending"), "deep-slide", "notification") == 1);
+  deep["context"] = json::object{{"d", deep["context"]}};  // one more: refused at the door
+  a = http_post_json(serve.url() + "/apps/tissue/imagenotification", body(deep));
+  CHECK(a.status == 400);
+}
+
+TEST_CASE("a cancel with a cancellationToken cancels that run, not another one of the slide",
+          "[server][integration]") {
+  Sim sim(2);
+  Serve serve(two_app_config());
+  const std::vector<std::string> slides{sim.slide_ids().at(0), sim.slide_ids().at(1)};
+  auto create = [&](const std::string& slide, const char* token) {
+    auto inv = invocation("create", "tissue", slide, sim.url());
+    if (token) inv["cancellationToken"] = token;
+    REQUIRE(http_post_json(serve.url() + "/apps/tissue", body(inv)).status == 200);
+  };
+  auto cancel = [&](const std::string& slide, const char* token) {
+    auto inv = invocation("cancel", "tissue", slide, sim.url());
+    inv.erase("input");
+    inv["cancellationToken"] = token;
+    auto a = http_post_json(serve.url() + "/apps/tissue", body(inv));
+    REQUIRE(a.status == 200);
+    CHECK(a.body == "[]");
+  };
+  auto pending = [&](const std::string& slide) { return count_slide(jobs_in(serve.queue_dir(), "pending"), slide); };
+  create(slides[0], "run-2");
+  create(slides[1], nullptr);
+  // A late cancel of an older run: the newer run stays.
+  cancel(slides[0], "run-1");
+  CHECK(pending(slides[0]) == 1);
+  cancel(slides[0], "run-2");
+  CHECK(pending(slides[0]) == 0);
+  // A run queued without a token is the slide's: a cancel naming one takes it.
+  cancel(slides[1], "run-9");
+  CHECK(pending(slides[1]) == 0);
+}
+
+TEST_CASE("modify stores the changed result, a pressed button queues a job", "[server][integration]") {
   Sim sim;
   Serve serve(two_app_config());
   const std::string slide = sim.slide_ids().at(0);
