@@ -164,7 +164,7 @@ std::string error_detail(const std::string& body) {
   }
   while (!s.empty() && s.back() == ' ') s.pop_back();
   if (body.size() > 200) s += "...";
-  return s;
+  return valid_utf8(s);  // an error page in Latin-1, say
 }
 
 CallbackErrorKind kind_for(long status) {

@@ -1,5 +1,7 @@
 #include "queue/record.hpp"
 
+#include "iaapi/text.hpp"
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -113,7 +115,7 @@ std::string encode_job(const JobFile& f) {
   o["attempts"] = j.attempts;
   o["enqueued_ns"] = to_ns(j.enqueued);
   if (j.finished.time_since_epoch().count() != 0) o["finished_ns"] = to_ns(j.finished);
-  if (!j.last_error.empty()) o["last_error"] = j.last_error;
+  if (!j.last_error.empty()) o["last_error"] = iaapi::valid_utf8(j.last_error);
   if (!j.summary.empty()) o["summary"] = j.summary;
   if (f.outcome) o["outcome"] = json::object{{"state", f.outcome->state}, {"run", f.outcome->run}};
   if (f.claim) o["claim"] = json::object{{"run", f.claim->run}, {"lease", f.claim->lease}};
@@ -162,7 +164,7 @@ std::string encode_update(const JobFile& f) {
   o["update"] = 1;
   o["attempts"] = j.attempts;
   o["finished_ns"] = to_ns(j.finished);
-  o["last_error"] = j.last_error;
+  o["last_error"] = iaapi::valid_utf8(j.last_error);  // a reader refuses a line of bad UTF-8
   o["summary"] = j.summary;
   o["outcome"] = outcome_json(f.outcome);
   std::string out = "\n";
@@ -187,7 +189,7 @@ std::string encode_note(const std::string& last_error, std::chrono::system_clock
   json::object o;
   o["update"] = 1;
   o["finished_ns"] = to_ns(finished);
-  o["last_error"] = last_error;
+  o["last_error"] = iaapi::valid_utf8(last_error);
   std::string out = "\n";
   out += json::serialize(o);
   out += '\n';

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "iaapi/text.hpp"
 #include "worker/analysis/analysis.hpp"
 #include "worker/analysis/exec_guard.hpp"
 #include "worker/slide/slide.hpp"
@@ -265,7 +266,7 @@ std::string last_lines(const std::string& tail) {
   std::size_t at = t.size();
   for (int n = 0; n < 3 && at != std::string::npos && at > 0; ++n) at = t.rfind('\n', at - 1);
   if (at != std::string::npos && at < t.size()) t = t.substr(at + 1);
-  return "; stderr: " + t;
+  return "; stderr: " + iaapi::valid_utf8(t);  // the program's bytes: any at all
 }
 
 double number_at(const json::value& v, const std::string& where) {
@@ -298,7 +299,7 @@ Outcome outcome_from(const json::object& r, const slide::Slide& s) {
   Outcome out;
   auto dr = r.if_contains("displayResult");
   if (!dr || !dr->is_string()) throw std::invalid_argument("result.displayResult: expected a string");
-  out.display_result = std::string(dr->get_string().subview().substr(0, 1000));
+  out.display_result = std::string(iaapi::utf8_prefix(dr->get_string().subview(), 1000));
   if (auto dp = r.if_contains("displayProperties")) {
     if (!dp->is_object()) throw std::invalid_argument("result.displayProperties: expected an object");
     for (const auto& [k, v] : dp->get_object()) {
@@ -329,7 +330,7 @@ Outcome outcome_from(const json::object& r, const slide::Slide& s) {
       shape.label_at = shape.rings.back().front();
       if (auto l = o.if_contains("label")) {
         if (!l->is_string()) throw std::invalid_argument(where + ".label: expected a string");
-        shape.label = std::string(l->get_string().subview().substr(0, 200));
+        shape.label = std::string(iaapi::utf8_prefix(l->get_string().subview(), 200));
         labels.push_back(json::object{{"location", point_json(shape.label_at, W)}, {"label", shape.label}});
       }
       out.overlay.push_back(std::move(shape));
@@ -397,7 +398,7 @@ Outcome run(Context& ctx) {
     json::value v = json::parse(line, jec, {}, po);
     if (jec || !v.is_object()) {
       protocol_error = "stdout line " + std::to_string(line_no) + " is not a JSON object: " +
-                       std::string(line.substr(0, 120)) + " (print other text to stderr)";
+                       iaapi::valid_utf8(iaapi::utf8_prefix(line, 120)) + " (print other text to stderr)";
       return;
     }
     auto& o = v.get_object();

@@ -160,6 +160,10 @@ TEST_CASE("exec: a misbehaving program ends with a message that says how", "[exe
   };
   const std::vector<Case> cases = {
       {"exit3.sh", "echo 'model file missing' >&2\nexit 3\n", "exited with code 3; stderr: model file missing"},
+      // Latin-1 on stderr, bad UTF-8 in a line: the message stays valid
+      // UTF-8 (the queue's record and DPAT's result take it).
+      {"latin1.sh", "printf 'Gr\\366\\337e\\n' >&2\nexit 1\n", "exited with code 1; stderr: Gr\uFFFD\uFFFDe"},
+      {"badline.sh", "printf 'x\\377y\\n'\n", "stdout line 1 is not a JSON object: x\uFFFDy (print other text to stderr)"},
       {"noise.sh", "echo '{\"progress\": 5}'\necho 'loading weights'\n",
        "stdout line 2 is not a JSON object: loading weights (print other text to stderr)"},
       {"none.sh", "echo '{\"progress\": 5}'\n", "exited 0 without a {\"result\": ...} line on stdout"},
@@ -191,6 +195,17 @@ TEST_CASE("exec: a misbehaving program ends with a message that says how", "[exe
   auto r = t.run({{"command", flood}, {"max_output_mb", 1}});
   CHECK(r.status == analysis::RunStatus::failed);
   CHECK(r.error == "exec " + flood + ": more than 1 MB on stdout (max_output_mb)");
+}
+
+TEST_CASE("exec: a display text cut at its limit is cut between characters", "[exec]") {
+  ExecSlide t;
+  // 999 bytes, then two-byte characters: byte 1000 is the first half of one.
+  const std::string program =
+      t.script("long.sh", "printf '{\"result\": {\"displayResult\": \"%s\\303\\251\\303\\251\"}}\\n' \"$(head -c 999 /dev/zero | tr '\\0' a)\"\n");
+  auto r = t.run({{"command", program}});
+  INFO(r.error);
+  REQUIRE(r.status == analysis::RunStatus::ok);
+  CHECK(r.outcome->display_result == std::string(999, 'a'));
 }
 
 TEST_CASE("exec: a missing or unrunnable program is a parameter error before any run", "[exec]") {

@@ -1,6 +1,8 @@
 #include "iaapi/result_builder.hpp"
 
 #include "iaapi/geometry.hpp"
+#include "iaapi/messages.hpp"
+#include "iaapi/text.hpp"
 
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
@@ -55,6 +57,19 @@ TEST_CASE("progress percent is clamped, and left out when unknown", "[iaapi][bui
   const Result no_size = progress_result("s", 0, 0, "queued", 0, "v");
   CHECK(no_size.data.result->primitives[0].polygons.empty());
   CHECK(no_size.data.result->primitives[0].labels.size() == 1);
+}
+
+TEST_CASE("valid_utf8 keeps good text and replaces each bad byte, clip_utf8 too", "[iaapi][builder]") {
+  CHECK(valid_utf8("plain, \u00e9t\u00e9, \u4e2d, \U0001F52C") == "plain, \u00e9t\u00e9, \u4e2d, \U0001F52C");
+  CHECK(valid_utf8("Gr\xf6\xdf" "e") == "Gr\uFFFD\uFFFDe");          // Latin-1
+  CHECK(valid_utf8("\xc0\xaf") == "\uFFFD\uFFFD");                // overlong '/'
+  CHECK(valid_utf8("\xed\xa0\x80") == "\uFFFD\uFFFD\uFFFD");      // a surrogate
+  CHECK(valid_utf8("\xf4\x90\x80\x80") == "\uFFFD\uFFFD\uFFFD\uFFFD");  // above U+10FFFF
+  CHECK(valid_utf8("a\xe2\x82") == "a\uFFFD\uFFFD");              // cut short
+  CHECK(valid_utf8(std::string("a\0b", 3)) == std::string("a\0b", 3));
+  CHECK(clip_utf8("ab\xff", 10) == "ab\uFFFD");
+  const Result r = failed_result("s", 100, 50, "stderr: Gr\xf6\xdf" "e", "0.1.0");
+  CHECK_NOTHROW(boost::json::parse(boost::json::serialize(to_json(r))));
 }
 
 TEST_CASE("failed result", "[iaapi][builder]") {

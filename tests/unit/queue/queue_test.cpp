@@ -306,6 +306,27 @@ TEST_CASE("a closed queue removes its lease, a long-dead process's lease is swep
   CHECK(files(t / "q" / "leases", "") == own);  // a live process's lease stays
 }
 
+TEST_CASE("a failure reason of bad UTF-8 (a program's Latin-1 stderr) is kept readable, and attempts still count",
+          "[queue]") {
+  TempDir t;
+  auto o = fast();
+  o.max_attempts = 2;
+  Queue q(t / "q", o);
+  auto id = q.enqueue(spec("s1"));
+  for (int run = 1; run <= 2; ++run) {
+    auto c = q.try_claim();
+    REQUIRE(c);
+    c->fail("exited with code 1; stderr: Gr\xf6\xdf" "e", true);
+    auto j = q.find(id);
+    REQUIRE(j);
+    // Before, the record's update line was not JSON a reader takes: the
+    // attempt was lost and the job retried for ever.
+    CHECK(j->attempts == run);
+    CHECK(j->last_error == "exited with code 1; stderr: Gr\uFFFD\uFFFDe");
+  }
+  CHECK(q.find(id)->state == State::failed);
+}
+
 TEST_CASE("fail with retry counts attempts up to max_attempts, then failed/", "[queue]") {
   TempDir t;
   auto o = fast();
