@@ -1162,6 +1162,16 @@ const Job& Claim::job() const { return impl_->file.job; }
 
 bool Claim::held() const { return impl_ && impl_->is_held; }
 
+bool Claim::lost() const { return impl_ && impl_->lost; }
+
+void Claim::abandon() {
+  if (!impl_ || !impl_->lost || !impl_->is_held) return;
+  impl_->is_held = false;
+  impl_->stop_heartbeat();
+  logger()->warn("job {}: claim abandoned (the job was recovered elsewhere); this run's end is not recorded",
+                 impl_->file.job.id);
+}
+
 bool Claim::cancel_requested() const {
   if (!impl_->is_held) return false;
   if (impl_->lost) return true;

@@ -199,7 +199,14 @@ class Claim {
   // recovered by another host after the lease went stale). Checked on disk
   // at every call: call it at each step, not in a tight loop.
   bool cancel_requested() const;
-  // True until complete/fail/release.
+  // The claim was lost: the job left active/ under it (another host
+  // recovered it after the lease went stale). What this run does next is
+  // not the job's: it should stop without telling anyone, and abandon().
+  bool lost() const;
+  // Lets go of a lost claim without moving the job (it is someone else's
+  // now): held() turns false. Does nothing to a claim not lost.
+  void abandon();
+  // True until complete/fail/release/abandon.
   bool held() const;
 
   // -> done/ with the summary. Throws QueueError (the job then stays

@@ -88,8 +88,11 @@ void Worker::start_job(queue::Claim claim) {
       request.attempts = job.attempts;
       if (request.slide_key != job.slide_key) request.slide_key = job.slide_key;
       JobControl control;
-      control.cancel_requested = [c] { return c->cancel_requested(); };
-      control.stop_requested = [this] { return release_now_.load(); };
+      // A lost claim (the job recovered elsewhere after a stale lease) is no
+      // cancel: the run stops without writing "analysis cancelled" over
+      // the other run's result.
+      control.cancel_requested = [c] { return !c->lost() && c->cancel_requested(); };
+      control.stop_requested = [this, c] { return release_now_.load() || c->lost(); };
       control.analysis_slots = &analysis_slots_;
       control.metrics = &metrics_;
       report = run_job(options_.job, request, control);
@@ -102,6 +105,7 @@ void Worker::start_job(queue::Claim claim) {
     // A share that fails for a moment does not cost the run: ending the
     // claim is tried three times over about 3 s. After that the claim is
     // dropped and this process's next recovery sweep returns the job.
+    c->abandon();  // lost meanwhile: the job is another run's, nothing to end
     for (int attempt = 1; c->held(); ++attempt) {
       try {
         switch (report.status) {

@@ -327,6 +327,31 @@ TEST_CASE("a failure reason of bad UTF-8 (a program's Latin-1 stderr) is kept re
   CHECK(q.find(id)->state == State::failed);
 }
 
+TEST_CASE("a claim whose job was recovered elsewhere is lost, and abandoned without moving the job", "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto id = q.enqueue(spec("s1"));
+  auto c = q.try_claim();
+  REQUIRE(c);
+  CHECK_FALSE(c->lost());
+  c->abandon();  // not lost: nothing happens
+  CHECK(c->held());
+  // What another host's recovery does after a stale lease.
+  fs::rename(t / "q" / "active" / (id + ".json"), t / "q" / "pending" / (id + ".json"));
+  for (int i = 0; i < 100 && !c->lost(); ++i) std::this_thread::sleep_for(20ms);
+  REQUIRE(c->lost());
+  c->abandon();
+  CHECK_FALSE(c->held());
+  c.reset();  // no release: the job stays where the other host put it
+  auto j = q.find(id);
+  REQUIRE(j);
+  CHECK(j->state == State::pending);
+  CHECK(j->attempts == 0);
+  auto again = q.wait_claim(5s);  // seen anew, as another host's move is
+  REQUIRE(again);
+  CHECK(again->job().id == id);
+}
+
 TEST_CASE("fail with retry counts attempts up to max_attempts, then failed/", "[queue]") {
   TempDir t;
   auto o = fast();
