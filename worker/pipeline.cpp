@@ -116,7 +116,9 @@ bool put_over_newest(iaapi::CallbackClient& client, const JobRequest& request, c
 
 // Progress goes only over an existing result (the server's frame): a
 // progress word never becomes a second result beside a frame still on its way.
-void put_progress(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& r) {
+void put_progress(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& progress) {
+  iaapi::Result r = progress;
+  r.data.context = request.context;  // DPAT's context stays on the result, as on the frame before it
   if (!request.expect_frame) {
     client.upsert_result(request.app_id, request.slide_id, r);
     return;
@@ -424,7 +426,9 @@ void Pipeline::tell_slide(const iaapi::Result& r) {
     o.cancelled = nullptr;
     o.max_attempts = 2;
     iaapi::CallbackClient c(request_.callback, o);
-    put_final(c, request_, r, nullptr);
+    iaapi::Result with = r;
+    with.data.context = request_.context;
+    put_final(c, request_, with, nullptr);
   } catch (const std::exception& e) {
     log_->warn("job {} slide {}: cannot put \"{}\" on the slide: {}", request_.job_id,
                request_.slide_id, r.display_result, e.what());

@@ -150,12 +150,14 @@ struct Stack {
   // As DPAT does on a right-click; a 502 (DPAT's callback failed) is retried
   // like a pathologist clicking again.
   // Returns how many creates it took.
-  int create(const std::string& slide, int tries = 1, const std::string& token = {}) {
+  int create(const std::string& slide, int tries = 1, const std::string& token = {},
+             const std::string& context = {}) {
     RunResult r;
     for (int i = 0; i < tries; ++i) {
       std::vector<std::string> argv{bin("dpatsim"), "invoke", "create", app_url, "--slide", slide, "--sim",
                                     callback, "--quiet"};
       if (!token.empty()) argv.insert(argv.end(), {"--token", token});
+      if (!context.empty()) argv.insert(argv.end(), {"--context", context});
       r = run(argv, 120s);
       if (r.code == 0) return i + 1;
     }
@@ -464,14 +466,15 @@ TEST_CASE("an exec app: the program's result on the slide, its failure as the jo
   CHECK(pts.at(0).at("x").to_number<double>() == Approx(204.0 / 1024.0));  // 20 % of 1024, whole px
   REQUIRE(s.wait_jobs(q::State::done, 1, 60s).size() == 1);
 
-  s.create("s1");
+  s.create("s1", 1, {}, R"({"useGPU": true, "seedValue": 7})");
   auto failed = s.wait_jobs(q::State::failed, 1, 120s);
   REQUIRE(failed.size() == 1);
   INFO(failed.front().last_error);
   CHECK_THAT(failed.front().last_error, Catch::Matchers::Contains("exited with code 3; stderr: no model for s1"));
-  // The pathologist sees it on the slide.
+  // The pathologist sees it on the slide, and DPAT's context stays on it.
   auto on_slide = results(s.sim_root).by_slide.at("s1").back();
   CHECK_THAT(display(on_slide), Catch::Matchers::Contains("no model for s1"));
+  CHECK(on_slide.at("data").at("context") == boost::json::parse(R"({"useGPU": true, "seedValue": 7})"));
 }
 
 // True while pid runs (not gone, not a zombie nobody reaped yet).
