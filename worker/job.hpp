@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <optional>
 #include <semaphore>
 #include <string>
 #include <string_view>
@@ -58,6 +59,10 @@ struct JobRequest {
   std::string input_type = "wholeSlide";
   boost::json::value input_content;  // null for wholeSlide
   boost::json::object context;       // DPAT's invocation context, echoed in the result
+  // A modify with a pressed patchCollection button: its action id, and the
+  // stored result's content as DPAT sent it (the button's state 1).
+  std::optional<std::string> action_id;
+  boost::json::value action_content;
   int attempts = 0;                  // failed runs before this one
   // The server put an "analysis queued" frame on the slide when it queued
   // the job (create, modify): progress and the result go over that frame,

@@ -30,9 +30,12 @@ JobRequest request_from_payload(const boost::json::object& payload) {
       boost::json::value input = iaapi::to_json(*inv.input);
       if (auto* o = input.if_object(); o && o->contains("content")) r.input_content = o->at("content");
     } else if (inv.input && inv.input->result) {
-      // modify: run again over the regions of the original request, kept in
-      // the stored result's context when the server put them there; else the whole slide.
+      // modify (a pressed button): the whole slide (the original request's
+      // regions are not kept), with the button and the stored content.
       r.input_type = "wholeSlide";
+      r.action_id = p.action_id;
+      if (const auto& content = inv.input->result->data.result)
+        r.action_content = iaapi::to_json(*content).as_object().at("content");
     }
   }
   return r;

@@ -559,6 +559,7 @@ void Pipeline::pipeline() {
   } catch (const std::exception& e) {
     throw std::invalid_argument(std::string("input: ") + e.what());
   }
+  if (request_.action_id) input.action = analysis::Input::Action{*request_.action_id, request_.action_content};
   analysis::Hooks hooks;
   hooks.cancelled = [this] { return cancelled() || stopping(); };
   hooks.time_limit = settings_.analysis_time_limit;

@@ -15,7 +15,7 @@ namespace json = boost::json;
 namespace {
 
 struct InvokeOptions {
-  std::string app_url, slide, sim, app_id, input = "wholeSlide", polygon, context, token;
+  std::string app_url, slide, sim, app_id, input = "wholeSlide", polygon, context, token, press;
   std::vector<std::string> tags;
   std::int64_t tag_index = 0;
   double timeout_s = 60;
@@ -187,6 +187,13 @@ struct Invoker {
     auto newest = *std::max_element(results.begin(), results.end(),
                                     [](const auto& a, const auto& b) { return a.id < b.id; });
     auto inv = invocation(action);
+    if (!o.press.empty()) {  // the pathologist presses a patchCollection button: its state 1
+      bool found = false;
+      if (newest.data.result && newest.data.result->type == iaapi::ResultType::patchCollection)
+        for (auto& a : newest.data.result->patches.actions)
+          if (a.id == o.press) a.state = 1, found = true;
+      if (!found) throw std::runtime_error("the newest result on slide " + o.slide + " has no button " + o.press);
+    }
     iaapi::InvocationInput in;
     in.result = newest;
     inv.input = in;
@@ -241,8 +248,10 @@ Registration invoke_command{
       add("notify", "POST APP_URL/imagenotification with the slide's ImageInfo", true,
           [](Invoker& i) { return i.notify(); });
       add("cancel", "POST a cancel invocation", true, [](Invoker& i) { return i.cancel(); });
-      add("modify", "POST a modify invocation with the app's newest result on the slide", true,
-          [](Invoker& i) { return i.with_result(iaapi::Action::modify); });
+      auto* modify = add("modify", "POST a modify invocation with the app's newest result on the slide", true,
+                         [](Invoker& i) { return i.with_result(iaapi::Action::modify); });
+      modify->add_option("--press", inv->o.press,
+                         "Press the patchCollection button with this action id (its state 1), as a pathologist does");
       add("delete", "POST a delete invocation with the app's newest result on the slide", true,
           [](Invoker& i) { return i.with_result(iaapi::Action::delete_); });
       return [chosen]() { return *chosen ? (*chosen)() : kExitUsage; };

@@ -39,6 +39,14 @@ using PolygonPx = std::vector<PointPx>;
 struct Input {
   InputType type = InputType::whole_slide;
   std::vector<PolygonPx> regions;
+  // A pressed patchCollection button (a modify): its id and the stored
+  // result's content. An analysis with on_action gets it there, exec in its
+  // job description; any other runs as for a create.
+  struct Action {
+    std::string id;
+    boost::json::value content;
+  };
+  std::optional<Action> action;
 };
 
 // Converts an IA-API invocation input (`type` and `content`, points in

@@ -169,7 +169,7 @@ RunReport run_analysis(const Descriptor& d, const slide::Slide& slide, const Inp
       throw std::invalid_argument("input " + std::string(to_string(input.type)) + " without polygons");
     Context ctx(slide, input, params, hooks);
     ctx.progress(0);
-    Outcome out = d.run(ctx);
+    Outcome out = input.action && d.on_action ? d.on_action(ctx, input.action->content, input.action->id) : d.run(ctx);
     ctx.progress(100);
     report.outcome = std::move(out);
     report.status = RunStatus::ok;

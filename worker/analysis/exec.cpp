@@ -67,11 +67,14 @@ json::object job_description(const Context& ctx, const fs::path& scratch) {
                      {"levels", std::move(levels)}};
   json::array regions;
   for (const auto& r : ctx.regions()) regions.push_back(ring_json(r));
-  return json::object{{"version", 1},
-                      {"slide", std::move(slide)},
-                      {"input", {{"type", std::string(to_string(ctx.input().type))}, {"regions", std::move(regions)}}},
-                      {"params", ctx.params().to_json()},
-                      {"scratch", scratch.string()}};
+  json::object job{{"version", 1},
+                   {"slide", std::move(slide)},
+                   {"input", {{"type", std::string(to_string(ctx.input().type))}, {"regions", std::move(regions)}}},
+                   {"params", ctx.params().to_json()},
+                   {"scratch", scratch.string()}};
+  if (const auto& a = ctx.input().action)  // a pressed patchCollection button
+    job["action"] = json::object{{"id", a->id}, {"content", a->content}};
+  return job;
 }
 
 // The child and its pipes; a child still running when this ends is killed

@@ -477,6 +477,46 @@ TEST_CASE("an exec app: the program's result on the slide, its failure as the jo
   CHECK(on_slide.at("data").at("context") == boost::json::parse(R"({"useGPU": true, "seedValue": 7})"));
 }
 
+TEST_CASE("a pressed patchCollection button reaches the exec program, whose new result replaces the gallery",
+          "[worker][integration]") {
+  Stack s;
+  make_slides(s.slides, 1, 1024, 768);
+  // A gallery with one button; the job of the button's press says so.
+  const fs::path program = s.dir / "gallery.sh";
+  std::ofstream(program) << R"SH(#!/bin/sh
+job=$(cat)
+case "$job" in
+  *'"action":{"id":"more","content":{'*'"state":1'*) echo '{"result": {"displayResult": "pressed more"}}' ;;
+  *'"action"'*) echo 'an action, but not as expected' >&2; exit 3 ;;
+  *) echo '{"result": {"displayResult": "gallery", "type": "patchCollection", "content": {"description": "d", "polygons": [], "patches": [], "tags": ["t"], "patchSize": 64, "magnification": 20, "actions": [{"id": "more", "state": 0, "name": "More"}]}}}' ;;
+esac
+)SH";
+  ::chmod(program.c_str(), 0755);
+  s.use_exec(program.string(), "");
+  s.start_sim();
+  s.start_server();
+  Process& w = s.start_worker("w1");
+  s.create("s0");
+  auto r = s.wait_final({"s0"}, 120s);
+  INFO(w.stderr_text().substr(0, 3000));
+  REQUIRE(display(r.by_slide.at("s0").back()) == "gallery");
+  REQUIRE(s.wait_jobs(q::State::done, 1, 60s).size() == 1);
+  auto pressed = run({bin("dpatsim"), "invoke", "modify", s.app_url, "--slide", "s0", "--sim", s.callback, "--press",
+                      "more", "--quiet"},
+                     60s);
+  INFO(pressed.out << pressed.err);
+  REQUIRE(pressed.code == 0);
+  REQUIRE(s.wait_jobs(q::State::done, 2, 120s).size() == 2);
+  const auto now = results(s.sim_root).by_slide.at("s0");
+  CHECK(now.size() == 1);  // the gallery replaced, not a second result beside it
+  CHECK(display(now.back()) == "pressed more");
+  // A button the result does not have: the simulator refuses to press it.
+  auto absent = run({bin("dpatsim"), "invoke", "modify", s.app_url, "--slide", "s0", "--sim", s.callback, "--press",
+                     "nope", "--quiet"},
+                    60s);
+  CHECK(absent.code != 0);
+}
+
 // True while pid runs (not gone, not a zombie nobody reaped yet).
 bool running(pid_t pid) {
   const std::string text = read_file("/proc/" + std::to_string(pid) + "/stat");

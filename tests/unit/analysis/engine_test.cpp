@@ -222,6 +222,29 @@ TEST_CASE("a failure of the host (memory, disk, descriptors, slide I/O) is trans
   CHECK_FALSE(run_throwing([] { throw std::invalid_argument("bad"); }).transient);
 }
 
+TEST_CASE("a pressed button goes to the analysis's on_action, with the stored content, else to its run",
+          "[engine]") {
+  SmallSlide sl;
+  analysis::Descriptor d;
+  d.name = "gallery";
+  d.inputs = {analysis::InputType::whole_slide};
+  d.run = [](analysis::Context&) {
+    analysis::Outcome o;
+    o.display_result = "ran";
+    return o;
+  };
+  analysis::Input pressed;
+  pressed.action = analysis::Input::Action{"redo", json::parse(R"({"actions": [{"id": "redo", "state": 1}]})")};
+  CHECK(analysis::run_analysis(d, sl.s, pressed, {}).outcome->display_result == "ran");  // no hook: a run
+  d.on_action = [](analysis::Context&, const json::value& content, std::string_view id) {
+    analysis::Outcome o;
+    o.display_result = std::string(id) + " of " + std::to_string(analysis::pressed_actions(content).size());
+    return o;
+  };
+  CHECK(analysis::run_analysis(d, sl.s, pressed, {}).outcome->display_result == "redo of 1");
+  CHECK(analysis::run_analysis(d, sl.s, {}, {}).outcome->display_result == "ran");  // a create
+}
+
 TEST_CASE("pressed patchCollection buttons are found", "[engine]") {
   const auto content = json::parse(R"({"actions": [{"id": "approve", "state": 0}, {"id": "redo", "state": 1}, {"id": 7, "state": 1}]})");
   CHECK(analysis::pressed_actions(content) == std::vector<std::string>{"redo", "7"});
