@@ -913,12 +913,13 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
       call->answer(error_answer(503, "queue folder unusable: " + why));
       return;
     }
-    // With a cancellationToken: the jobs that carry it; none carrying it,
-    // those of the slide that carry none (they could have been its run).
-    // A job with another token is another run (a newer one, when this
-    // cancel comes late) and stays. Without one: all of the slide's.
+    // A cancel with a cancellationToken: the jobs that carry it; none
+    // carrying it, those of the slide that carry none (they could have been
+    // its run). A job with another token is another run (a newer one, when
+    // this cancel comes late) and stays. Without one, and for a delete (the
+    // result is gone, whatever run made it): all of the slide's.
     std::size_t n = 0;
-    if (inv.cancellation_token && !inv.cancellation_token->empty()) {
+    if (inv.action == iaapi::Action::cancel && inv.cancellation_token && !inv.cancellation_token->empty()) {
       const std::string slide = iaapi::slide_key(inv.slide_id);
       std::vector<std::string> untokened;
       for (auto state : {queue::State::pending, queue::State::active}) {

@@ -103,10 +103,9 @@ bool reap_children(pid_t program, int* status) {
 // reaps the guard's own, until none is left, or for two seconds at most (a
 // process stuck in the kernel does not die at once; the worker's SIGKILL to
 // the group follows).
-bool sweep(pid_t self, pid_t program, int* status) {
-  bool program_reaped = false;
+void sweep(pid_t self, pid_t program, int* status) {
   const int proc = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (proc < 0) return false;
+  if (proc < 0) return;
   for (int round = 0; round < 1000; ++round) {
     int left = 0;
     if (DIR* d = ::opendir("/proc")) {  // anew each round (a dup of proc would share its offset)
@@ -120,13 +119,12 @@ bool sweep(pid_t self, pid_t program, int* status) {
       }
       ::closedir(d);
     }
-    if (reap_children(program, status)) program_reaped = true;
+    reap_children(program, status);
     if (left == 0) break;
     const timespec pause{0, 2'000'000};
     ::nanosleep(&pause, nullptr);
   }
   ::close(proc);
-  return program_reaped;
 }
 
 }  // namespace

@@ -432,6 +432,7 @@ TEST_CASE("delete and cancel take the slide's job out of the queue", "[server][i
   Serve serve(two_app_config());
   const std::string s0 = sim.slide_ids().at(0), s1 = sim.slide_ids().at(1);
   auto inv0 = invocation("create", "tissue", s0, sim.url());
+  inv0["cancellationToken"] = "run-a";
   auto inv1 = invocation("create", "tissue", s1, sim.url());
   inv1["cancellationToken"] = "cancel-me";
   REQUIRE(http_post_json(serve.url() + "/apps/tissue", body(inv0)).status == 200);
@@ -442,6 +443,7 @@ TEST_CASE("delete and cancel take the slide's job out of the queue", "[server][i
   auto del = invocation("delete", "tissue", s0, sim.url());
   del["input"] = parse(created);  // the stored result DPAT deletes
   del["input"].as_object()["slideId"] = s0;
+  del["cancellationToken"] = "run-b";  // a delete takes the slide's jobs, whatever run they are
   auto a = http_post_json(serve.url() + "/apps/tissue", body(del));
   REQUIRE(a.status == 200);
   check_versions(a);
