@@ -1077,12 +1077,27 @@ struct Claim::Impl {
     q->hb_add(this);
   }
 
+  // Whether active/ still holds the job with this claim as its last: a
+  // recovery elsewhere (the lease went stale) may have moved it out, and
+  // another worker may have claimed it again at once (the file is back,
+  // under that worker's run). Unreadable for now (a share reconnecting):
+  // taken as ours.
+  bool still_ours() const {
+    try {
+      auto f = q->read_job(State::active, file.job.id);
+      return f && f->claim && f->claim->run == run;
+    } catch (const CorruptJob&) {
+      return false;
+    } catch (const QueueError&) {
+      return true;
+    }
+  }
+
   // At every heartbeat (hb_m held): is the job still ours?
   void check() {
     if (lost) return;
-    if (!posix::path_exists(q->job_path(State::active, file.job.id)) && !lost.exchange(true))
-      logger()->error("job {}: no longer in active/ (recovered elsewhere after a stale lease)",
-                      file.job.id);
+    if (!still_ours() && !lost.exchange(true))
+      logger()->error("job {}: no longer this run's (recovered elsewhere after a stale lease)", file.job.id);
   }
 
   void stop_heartbeat() {
@@ -1097,9 +1112,11 @@ struct Claim::Impl {
                std::optional<int> attempts = std::nullopt) {
     if (!is_held) throw QueueError("job " + file.job.id + ": claim already ended");
     stop_heartbeat();
-    if (!posix::path_exists(q->job_path(State::active, file.job.id)))
+    if (lost || !still_ours()) {
+      lost = true;
       throw QueueError("job " + file.job.id +
-                       ": no longer active (recovered by another worker after its lease went stale)");
+                       ": no longer this run's (recovered by another worker after its lease went stale)");
+    }
     record::JobFile f = file;
     if (attempts) f.job.attempts = *attempts;
     f.job.finished = to == State::pending ? std::chrono::system_clock::time_point{}
@@ -1274,6 +1291,13 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
         // Back to pending as a new generation: this one's marker is taken.
         posix::append_file(job_path(State::active, id), record::encode_bump(), false);
         posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
+        // A cancel that marked it while it was active answered yes: it
+        // holds (the next claim would remove the mark and run the job).
+        if (posix::path_exists(mark_path(id)) &&
+            posix::rename_file(job_path(State::pending, id), job_path(State::cancelled, id))) {
+          logger()->info("job {}: cancelled (requested while it was briefly active)", id);
+          posix::unlink_file(mark_path(id));
+        }
       }
       return std::nullopt;
     }

@@ -352,6 +352,28 @@ TEST_CASE("a claim whose job was recovered elsewhere is lost, and abandoned with
   CHECK(again->job().id == id);
 }
 
+TEST_CASE("a claim whose job was claimed again elsewhere at once is lost, and cannot finish the other run's job",
+          "[queue]") {
+  TempDir t;
+  Queue q(t / "q", fast());
+  auto id = q.enqueue(spec("s1"));
+  auto c = q.try_claim();
+  REQUIRE(c);
+  // Another host recovered the job and claimed it again before this run's
+  // heartbeat looked: the file is back in active/, under that host's run
+  // (flock does not reach across every share, so nothing here stops it).
+  {
+    std::ofstream(t / "q" / "active" / (id + ".json"), std::ios::app)
+        << record::encode_claim(record::ClaimRecord{"0therrun", "other-host"});
+  }
+  for (int i = 0; i < 100 && !c->lost(); ++i) std::this_thread::sleep_for(20ms);
+  CHECK(c->lost());
+  CHECK_THROWS_AS(c->complete({}), QueueError);  // it would have moved the other run's job to done/
+  CHECK(fs::exists(t / "q" / "active" / (id + ".json")));
+  c->abandon();
+  CHECK_FALSE(c->held());
+}
+
 TEST_CASE("fail with retry counts attempts up to max_attempts, then failed/", "[queue]") {
   TempDir t;
   auto o = fast();
