@@ -691,6 +691,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     auto text = posix::read_file(seg, kMaxSegmentRead);
     if (!text) return 0;
     std::size_t n = 0, start = 0;
+    bool deferred = false;  // a job another replayer is writing: the segment stays till it is there
     while (start < text->size()) {
       auto end = text->find('\n', start);
       if (end == std::string::npos) end = text->size();
@@ -706,44 +707,67 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
       } catch (const QueueError&) {
         continue;  // a record torn by the crash: never acknowledged
       }
-      if (restore(id, job, owner)) ++n;
+      switch (restore(id, job, owner)) {
+        case Restored::written: ++n; break;
+        case Restored::deferred: deferred = true; break;
+        case Restored::present: break;
+      }
     }
+    if (deferred) return n;  // the next sweep looks again
     posix::unlink_file(seg);
     if (n) logger()->warn("journal {}: {} jobs whose files were lost written again", seg.string(), n);
     return n;
   }
 
+  enum class Restored { present, written, deferred };
+
   // Writes a journaled job again unless a readable file of it is anywhere
-  // in the queue. A job moved aside as corrupt (failed/<id>.corrupt) counts
-  // as lost: the journal has its intact record.
-  bool restore(const std::string& id, const std::string& job, const std::string& owner) {
+  // in the queue: to pending/, or, when a torn copy lies in done/, failed/
+  // or cancelled/ (a power cut after the job ended), there, so that a job
+  // that ended (a cancel answered yes) does not run again. A job moved
+  // aside as corrupt (failed/<id>.corrupt) counts as lost: the journal has
+  // its intact record. Deferred while another replayer holds its marker.
+  Restored restore(const std::string& id, const std::string& job, const std::string& owner) {
     bool aside = posix::path_exists(state_dir(State::failed) / (id + ".corrupt"));
     std::vector<State> torn;
     for (State s : kStates) {
       if (aside && s == State::failed) continue;
       try {
-        if (read_job(s, id)) return false;
+        if (read_job(s, id)) return Restored::present;
       } catch (const CorruptJob&) {
         torn.push_back(s);
       }  // an unreadable file (QueueError) is not known to be lost: it propagates, replay waits
     }
+    State to = State::pending;
+    for (State s : torn)
+      if (s == State::done || s == State::failed || s == State::cancelled) to = s;
     // One replayer per job even where flock is not shared between hosts; a
     // marker left by a replayer that died is taken over once stale.
     auto marker = replay_marker_path(id);
     if (::mkdir(marker.c_str(), 0700) != 0) {
       if (errno != EEXIST) posix::fail(marker, "create replay marker", errno);
       auto st = posix::stat_path(marker);
-      if (!st || std::chrono::system_clock::now() - mtime_of(*st) < opt.lease_timeout) return false;
+      if (!st || std::chrono::system_clock::now() - mtime_of(*st) < opt.lease_timeout) return Restored::deferred;
     }
-    write_durable(job_path(State::pending, id), job + "\n", true);
+    try {
+      std::string text = job + "\n";
+      if (to != State::pending)
+        text += record::encode_note("its file was torn by a crash after it ended; restored from the journal",
+                                    std::chrono::system_clock::now());
+      write_durable(job_path(to, id), text, true);
+    } catch (...) {
+      ::rmdir(marker.c_str());  // the next sweep tries again, not after a stale marker's wait
+      throw;
+    }
     for (State s : torn)
-      if (s != State::pending) posix::unlink_file(job_path(s, id));
+      if (s != to) posix::unlink_file(job_path(s, id));
     if (aside) {
       posix::unlink_file(job_path(State::failed, id));
       posix::unlink_file(state_dir(State::failed) / (id + ".corrupt"));
     }
-    logger()->warn("job {}: its file was lost or torn; written again from the journal of {}", id, owner);
-    return true;
+    logger()->warn("job {}: its file was lost or torn; written again from the journal of {} into {}/", id, owner,
+                   to_string(to));
+    return Restored::written;
   }
 
   std::vector<std::string> job_ids(State s) const {

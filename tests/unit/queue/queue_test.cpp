@@ -1082,6 +1082,40 @@ TEST_CASE("a power cut after the acknowledgement: recovery writes lost and torn 
   CHECK(files(t / "q" / "claims", ".replay").empty());
 }
 
+TEST_CASE("a job cancelled before a power cut that tore its file stays cancelled, and a failed restore is tried again",
+          "[queue][journal]") {
+  TempDir t;
+  auto o = journaled();
+  std::string id;
+  REQUIRE(in_child([&] {
+            Queue q(t / "q", o);
+            auto j = q.enqueue(spec("c1"));
+            q.cancel(j);  // answered yes
+            ::raise(SIGKILL);
+            return 2;
+          }) == 128 + SIGKILL);
+  auto ids = files(t / "q" / "cancelled");
+  REQUIRE(ids.size() == 1);
+  id = ids[0].substr(0, ids[0].size() - 5);
+  // The cut tore the cancelled copy (its data never reached the disk).
+  fs::resize_file(t / "q" / "cancelled" / ids[0], 0);
+  Queue q(t / "q", o);
+  // The first replay cannot write (tmp/ is briefly not a folder): the
+  // segment stays and the job's marker is not left to block the next.
+  fs::rename(t / "q" / "tmp", t / "q" / "tmp.away");
+  std::ofstream(t / "q" / "tmp") << "x";
+  CHECK_THROWS(q.recover_orphans());
+  CHECK_FALSE(files(t / "q" / "journal", ".jnl").empty());
+  fs::remove(t / "q" / "tmp");
+  fs::rename(t / "q" / "tmp.away", t / "q" / "tmp");
+  CHECK(q.recover_orphans().replayed == 1);
+  auto j = q.find(id);
+  REQUIRE(j);
+  CHECK(j->state == State::cancelled);  // not back in pending/ to run after all
+  CHECK_FALSE(q.try_claim());
+  CHECK(files(t / "q" / "journal", "").empty());
+}
+
 TEST_CASE("a job moved aside as corrupt after a power cut comes back from the journal", "[queue][journal]") {
   TempDir t;
   auto o = journaled();
