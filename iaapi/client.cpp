@@ -320,6 +320,10 @@ curl_slist* setup_transfer(CURL* h, const ClientOptions& options, const std::str
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
   curl_easy_setopt(h, CURLOPT_USERAGENT, agent.c_str());
   curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+  // On a kept-alive connection that dies after the request went out, curl
+  // sends it again on a new one: for a POST (a new result) DPAT may have
+  // stored the first. A POST takes a fresh connection: nothing to resend.
+  curl_easy_setopt(h, CURLOPT_FRESH_CONNECT, std::string_view(method) == "POST" ? 1L : 0L);
   if (body) {
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, body->data());
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));

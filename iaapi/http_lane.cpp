@@ -287,7 +287,7 @@ class HttpLane final : public EngineLane {
     t->conn->stream.expires_at(t->deadline);
     http::async_write(t->conn->stream, t->request, [this, t](error_code ec, std::size_t) {
       if (stopped_) return fail(t, Failure::cancelled, {});
-      if (ec) return broken(t, ec, "Failed sending data to the peer");
+      if (ec) return broken(t, ec, "Failed sending data to the peer", false);
       receive(t);
     });
   }
@@ -304,18 +304,20 @@ class HttpLane final : public EngineLane {
       }
       if (stopped_) return fail(t, Failure::cancelled, {});
       if (ec == http::error::body_limit) return fail(t, Failure::too_large, {});
-      broken(t, ec, "Recv failure");
+      broken(t, ec, "Recv failure", true);
     });
   }
 
   // The connection failed under a request. One kept alive from before may
   // have been closed by DPAT meanwhile: then the request goes again, once,
-  // on a new connection, as curl does.
-  void broken(Transfer* t, error_code ec, const std::string& what) {
+  // on a new connection, as curl does; but not a POST that went out whole
+  // (DPAT may have stored it before closing: a second one would be a
+  // second result). Such a POST fails, as sent and perhaps acted on.
+  void broken(Transfer* t, error_code ec, const std::string& what, bool sent) {
     if (ec == beast::error::timeout)
       return fail(t, Failure::other, "Operation timed out after " + std::to_string(elapsed_ms(*t)) + " milliseconds");
     const bool nothing_back = !t->parser || !t->parser->got_some();
-    if (t->reused && nothing_back) return connect(t);
+    if (t->reused && nothing_back && !(sent && t->request.method() == http::verb::post)) return connect(t);
     if (ec == http::error::end_of_stream && nothing_back) return fail(t, Failure::other, "Empty reply from server");
     fail(t, Failure::other, what + ": " + ec.message());
   }

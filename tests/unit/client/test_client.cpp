@@ -193,8 +193,9 @@ TEST_CASE("client: every route sends its method, path and headers", "[client]") 
   CHECK(qcb.at("applicationVersion") == "0.1.0");
   CHECK(qcb.at("qualityControl").at("status") == "Rejected");
   CHECK(qcb.at("qualityControl").at("versionId") == "qv3");
-  // One connection, kept alive for every call.
-  CHECK(server.connection_count() == 1);
+  // One connection, kept alive for every call, but the one POST: it takes
+  // a fresh one (nothing to send again should it die).
+  CHECK(server.connection_count() == 2);
   CHECK(c.requests_sent() == 14);
 }
 
@@ -289,6 +290,23 @@ TEST_CASE("client: 5xx after the retries is a server error, POST retried only on
   auto c2 = client_for(busy);
   CHECK(c2.create_result("tissue", sample_result("s1", "x")).id == 1);
   CHECK(busy.request_count() == 2);
+}
+
+TEST_CASE("client: a POST is never sent again after DPAT took it whole and closed without an answer",
+          "[client][retry]") {
+  TestServer server([](const Received& q, std::size_t) {
+    if (q.method == "GET") return Reply::json(200, "[]");
+    Reply r;
+    r.close = true;  // read it, perhaps stored it, closed
+    return r;
+  });
+  auto c = client_for(server);
+  CHECK(c.list_results("tissue", "s1").empty());  // the connection is kept alive
+  auto e = error_from([&] { c.create_result("tissue", sample_result("s1", "x")); });
+  CHECK(e);
+  std::size_t posts = 0;
+  for (const auto& q : server.requests()) posts += q.method == "POST";
+  CHECK(posts == 1);
 }
 
 TEST_CASE("client: the retry budget counts the waits, not the attempts", "[client][timeout]") {

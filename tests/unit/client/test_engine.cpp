@@ -191,6 +191,23 @@ TEST_CASE("engine: retries on a timer, errors have the blocking client's kinds a
           "PUT /applications/tissue/results/12: 409 Conflict: stale versionId");
     CHECK(server.request_count() == 1);
   }
+  SECTION("a POST that went out whole on a kept-alive connection DPAT then closed is not sent again") {
+    // DPAT reads the POST, stores it perhaps, and closes without a word.
+    TestServer server([](const Received& q, std::size_t) {
+      if (q.method == "GET") return Reply::json(200, "[]");
+      Reply r;
+      r.close = true;
+      return r;
+    });
+    CallbackEngine engine(fast());
+    const auto cb = info_for(server);
+    REQUIRE(await<std::vector<StoredResult>>([&](auto done) { engine.list_results(cb, "tissue", "s1", done); }).value);
+    auto o = await<StoredResult>([&](auto done) { engine.create_result(cb, "tissue", frame("s1"), done); });
+    CHECK(o.error);
+    std::size_t posts = 0;
+    for (const auto& q : server.requests()) posts += q.method == "POST";
+    CHECK(posts == 1);
+  }
   SECTION("POST is not retried after a 500 (DPAT may have stored it)") {
     TestServer server(
         [](const Received&, std::size_t) { return Reply::json(500, R"({"error":"boom"})"); });
