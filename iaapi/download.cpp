@@ -294,6 +294,22 @@ void FileDownload::close_file() {
   if (expected_ && written_ != *expected_)
     throw MultipartError("file \"" + name_ + "\": " + std::to_string(written_) +
                          " bytes, Content-Length announced " + std::to_string(*expected_));
+  if (skipping_) {
+    // Kept from an earlier attempt because its size matched what was on
+    // disk; the answer now holds another length (without a Content-Length
+    // to tell at the start): the file changed. Forgotten, so that the next
+    // attempt downloads it whole.
+    const Entry* e = manifest_entry(name_);
+    if (e && e->size != written_) {
+      const std::string why = "file \"" + name_ + "\": " + std::to_string(written_) + " bytes now, " +
+                              std::to_string(e->size) + " kept from an earlier attempt: it changed";
+      std::erase_if(entries_, [&](const Entry& x) { return x.name == name_; });
+      save_manifest();
+      ::unlinkat(dirfd_, name_.c_str(), 0);
+      open_ = false;
+      throw MultipartError(why);
+    }
+  }
   if (!skipping_) {
     const std::string tmp = name_ + ".part";
     const std::string what = (folder_ / tmp).string();

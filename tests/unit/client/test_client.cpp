@@ -674,6 +674,34 @@ TEST_CASE("download: an interrupted download keeps finished files and fetches th
   }
 }
 
+TEST_CASE("download: a kept file whose new copy has another length is fetched again, not taken as done",
+          "[download][resume]") {
+  // The first attempt brings A whole and breaks inside B; by the retry A
+  // has changed (other length, no Content-Length in its part to tell).
+  const std::vector<Part> first = {{"attachment; filename=\"A.dat\"", std::string(100, 'A')},
+                                   {"attachment; filename=\"B.dat\"", random_bytes(100'000, 4)}};
+  const std::vector<Part> now = {{"attachment; filename=\"A.dat\"", std::string(200, 'B')}, first[1]};
+  const std::string type = "multipart/related; boundary=bnd";
+  const std::string body1 = multipart_body(first, "bnd"), body2 = multipart_body(now, "bnd");
+  TestServer server([&](const Received&, std::size_t i) {
+    if (i == 0) return Reply::cut(200, body1.substr(0, 50'000), body1.size(), {}, type);
+    return Reply::with(200, body2, {}, type);
+  });
+  TempDir tmp;
+  auto o = fast();
+  o.max_attempts = 1;
+  auto c = client_for(server, o);
+  CHECK(error_from([&] { c.download_files("s1", tmp.path()); }));
+  REQUIRE(read_file(tmp / "A.dat") == first[0].content);
+  auto e = error_from([&] { c.download_files("s1", tmp.path()); });  // sees A changed
+  REQUIRE(e);
+  CHECK_THAT(e->what(), Catch::Matchers::Contains("file \"A.dat\": 200 bytes now, 100 kept from an earlier attempt"));
+  const auto files = c.download_files("s1", tmp.path());  // fetches it whole
+  REQUIRE(files.size() == 2);
+  CHECK(read_file(files[0]) == now[0].content);
+  CHECK(read_file(files[1]) == now[1].content);
+}
+
 TEST_CASE("download: malformed multipart ends in an error naming it, no partial file",
           "[download][errors]") {
   const std::string good = random_bytes(50'000, 5);
