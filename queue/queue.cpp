@@ -1304,27 +1304,35 @@ std::optional<Claim> Queue::Impl::claim_one(const std::string& id) {
   impl->file = std::move(*f);
   impl->lock = std::move(lock);
   // Two workers may have claimed two jobs of one slide at the same moment;
-  // whoever sees the other backs off (both may: they retry later).
-  if (auto slide = hash_of(id); !slide.empty()) {
-    for (auto& other : job_ids(State::active)) {
-      if (other == id || hash_of(other) != slide) continue;
-      // A newer request of this slide runs already: this one is outdated.
-      bool outdated = is_newer(other, id) &&
-                      is_request_of(State::active, other, impl->file.job.app_id, impl->file.job.slide_key);
-      if (!(outdated && supersede(id, other, State::active))) {
-        // Back to pending as a new generation: this one's marker is taken.
-        posix::append_file(job_path(State::active, id), record::encode_bump(), false);
-        posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
-        // A cancel that marked it while it was active answered yes: it
-        // holds (the next claim would remove the mark and run the job).
-        if (posix::path_exists(mark_path(id)) &&
-            posix::rename_file(job_path(State::pending, id), job_path(State::cancelled, id))) {
-          logger()->info("job {}: cancelled (requested while it was briefly active)", id);
-          posix::unlink_file(mark_path(id));
+  // whoever sees the other backs off (both may: they retry later). Should
+  // this fail (a share dropping out), the run is noted as dropped: recovery
+  // returns the job, which would otherwise wait in active/ under a lease
+  // this process keeps fresh.
+  try {
+    if (auto slide = hash_of(id); !slide.empty()) {
+      for (auto& other : job_ids(State::active)) {
+        if (other == id || hash_of(other) != slide) continue;
+        // A newer request of this slide runs already: this one is outdated.
+        bool outdated = is_newer(other, id) &&
+                        is_request_of(State::active, other, impl->file.job.app_id, impl->file.job.slide_key);
+        if (!(outdated && supersede(id, other, State::active))) {
+          // Back to pending as a new generation: this one's marker is taken.
+          posix::append_file(job_path(State::active, id), record::encode_bump(), false);
+          posix::rename_file(job_path(State::active, id), job_path(State::pending, id));
+          // A cancel that marked it while it was active answered yes: it
+          // holds (the next claim would remove the mark and run the job).
+          if (posix::path_exists(mark_path(id)) &&
+              posix::rename_file(job_path(State::pending, id), job_path(State::cancelled, id))) {
+            logger()->info("job {}: cancelled (requested while it was briefly active)", id);
+            posix::unlink_file(mark_path(id));
+          }
         }
+        return std::nullopt;
       }
-      return std::nullopt;
     }
+  } catch (const std::exception& e) {
+    note_dropped(id, impl->run, std::string("claim not completed: ") + e.what());
+    throw;
   }
   impl->start();
   logger()->info("job {}: claimed (app {}, attempts {})", id, impl->file.job.app_id,
