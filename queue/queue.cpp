@@ -222,6 +222,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
 
   std::mutex lease_m;
   Fd lease_fd;             // leases/<lease_name>.lease, once a claim made it
+  Fd alive_fd;             // leases/<lease_name>.alive: its shared flock says this process lives
   std::string lease_name;
   int lease_failures = 0;  // refreshes failed in a row
 
@@ -281,6 +282,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     // Every claim has ended (each holds this object): the lease is no
     // longer anyone's.
     if (lease_fd) ::unlink(lease_path(lease_name).c_str());
+    if (alive_fd) ::unlink(alive_path(lease_name).c_str());
   }
   void hb_add(Claim::Impl* c) {
     std::lock_guard lk(hb_m);
@@ -454,6 +456,11 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     return dir / "claims" / (id + "." + std::to_string(generation));
   }
   fs::path lease_path(const std::string& name) const { return dir / "leases" / (name + ".lease"); }
+  // The flock that says a lease's process lives is on a file of its own,
+  // never written: on a CIFS mount (Linux 5.5 on) a flock is a byte-range
+  // lock, and a shared one refuses writes even through its own descriptor,
+  // so the lease's heartbeat could not be written under it.
+  fs::path alive_path(const std::string& name) const { return dir / "leases" / (name + ".alive"); }
   // The marker a journal replay of the job holds (one replayer per job).
   fs::path replay_marker_path(const std::string& id) const { return dir / "claims" / (id + ".replay"); }
   fs::path mark_path(const std::string& id) const { return dir / "active" / (id + ".cancel"); }
@@ -606,12 +613,12 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // (The host name too: clones of one VM snapshot share a boot id.)
   bool flock_exact(const Lease& l) const { return !domain.empty() && l.domain == domain && l.host == host; }
 
-  // The lease file `name` exists and no process holds its flock (its owner
-  // keeps a shared one while it lives).
+  // The lease `name` has its alive file and no process holds its flock
+  // (its owner keeps a shared one while it lives).
   bool lease_unlocked(const std::string& name) const {
     if (!safe_id(name)) return false;
-    Fd lf(::open(lease_path(name).c_str(), O_RDONLY | O_CLOEXEC));
-    return lf && ::flock(lf.get(), LOCK_EX | LOCK_NB) == 0;
+    Fd af(::open(alive_path(name).c_str(), O_RDONLY | O_CLOEXEC));
+    return af && ::flock(af.get(), LOCK_EX | LOCK_NB) == 0;
   }
 
   // Runs of this process whose claim was dropped without its job leaving
@@ -644,13 +651,12 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
   // it is gone.
   bool owner_gone(const std::string& owner, const fs::path& segment) const {
     auto lpath = lease_path(owner);
-    Fd lf(::open(lpath.c_str(), O_RDONLY | O_CLOEXEC));
-    if (lf && ::flock(lf.get(), LOCK_EX | LOCK_NB) != 0) return false;
+    Fd af(::open(alive_path(owner).c_str(), O_RDONLY | O_CLOEXEC));
+    if (af && ::flock(af.get(), LOCK_EX | LOCK_NB) != 0) return false;
     auto now = std::chrono::system_clock::now();
-    std::optional<record::LeaseFile> l;
-    if (lf) l = lease_named(owner);
+    std::optional<record::LeaseFile> l = lease_named(owner);
     if (l) {
-      if (flock_exact(l->lease)) return true;
+      if (af && flock_exact(l->lease)) return true;
       return now - l->lease.time >= opt.lease_timeout;
     }
     auto st = posix::stat_path(segment);
@@ -860,20 +866,26 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
         posix::fail(path, "truncate lease", errno);
       return;
     }
-    Fd fd;  // first write, or removed under us: a new file
-    for (int round = 0; round < 3 && !fd; ++round) {
-      fd = Fd(::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-      // On FUSE an O_CREAT open fails with ENOENT when another mount removed
-      // the name this mount still has cached; the failure drops the cache.
-      if (!fd && errno != ENOENT) break;
-    }
-    if (!fd) posix::fail(path, "create lease", errno);
-    // Held while this process lives, taken before anything is written: in
+    // First write, or removed under us: new files. On FUSE an O_CREAT open
+    // fails with ENOENT when another mount removed the name this mount
+    // still has cached; the failure drops the cache.
+    auto create = [](const fs::path& p, const char* what) {
+      Fd fd;
+      for (int round = 0; round < 3 && !fd; ++round) {
+        fd = Fd(::open(p.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+        if (!fd && errno != ENOENT) break;
+      }
+      if (!fd) posix::fail(p, what, errno);
+      return fd;
+    };
+    Fd fd = create(path, "create lease");
+    Fd alive = create(alive_path(lease_name), "create lease's alive file");
+    // Held while this process lives, taken before the lease is written: in
     // its domain an exclusive flock that succeeds says the owner is gone
     // (owner_gone, recover). A peer testing that holds it for an instant.
     lease_locked = false;
     for (int round = 0; round < 50 && !lease_locked; ++round) {
-      lease_locked = ::flock(fd.get(), LOCK_SH | LOCK_NB) == 0;
+      lease_locked = ::flock(alive.get(), LOCK_SH | LOCK_NB) == 0;
       if (!lease_locked && errno != EWOULDBLOCK && errno != EINTR) break;
       if (!lease_locked) std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
@@ -881,6 +893,7 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
       logger()->warn("lease {}: no shared flock ({}); peers will judge this process by the lease's age", path.string(),
                      std::strerror(errno));
     lease_fd = std::move(fd);
+    alive_fd = std::move(alive);
     posix::write_at_start(lease_fd.get(), path, text_of());
   }
   std::string own_lease() {
@@ -1485,6 +1498,18 @@ RecoverReport Queue::Impl::recover() {
     own = lease_name;
   }
   for (auto& n : posix::list_dir(dir / "leases")) {
+    // An alive file whose lease was swept (or never written: its process
+    // died in between), made long enough ago.
+    if (ends_with(n, ".alive") && strip(n, ".alive") != own &&
+        !posix::path_exists(lease_path(strip(n, ".alive")))) {
+      auto st = posix::stat_path(dir / "leases" / n);
+      if (st && now - std::chrono::system_clock::time_point(std::chrono::seconds(st->st_mtim.tv_sec)) >
+                    opt.lease_timeout) {
+        posix::unlink_file(dir / "leases" / n);
+        ++report.cleaned;
+      }
+      continue;
+    }
     if (!ends_with(n, ".lease") || strip(n, ".lease") == own) continue;
     auto st = posix::stat_path(dir / "leases" / n);
     if (st && now - std::chrono::system_clock::time_point(std::chrono::seconds(st->st_mtim.tv_sec)) >
