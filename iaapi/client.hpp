@@ -60,8 +60,10 @@ struct ClientOptions {
   std::chrono::milliseconds total_timeout{60'000};
   // 0 = no limit on the whole download; the low-speed limit still applies.
   std::chrono::milliseconds download_timeout{0};
-  // Give up when fewer than low_speed_bytes arrive per low_speed_time.
-  long low_speed_bytes = 1;
+  // Give up when fewer than low_speed_bytes a second arrive, on average,
+  // for low_speed_time: a DPAT trickling a few bytes is as dead as a silent
+  // one (a slide is hundreds of MB; 1 KiB/s would take days).
+  long low_speed_bytes = 1024;
   std::chrono::seconds low_speed_time{30};
   int max_attempts = 4;                              // first try included
   std::chrono::milliseconds max_retry_time{60'000};  // most time one call waits between its attempts

@@ -793,6 +793,30 @@ TEST_CASE("download: a stalled answer ends at the low-speed limit, .part removed
   CHECK(names_in(tmp.path()).empty());
 }
 
+TEST_CASE("download: an answer trickling a few bytes a second ends at the default low-speed limit",
+          "[download][timeout]") {
+  const std::string content = random_bytes(100'000, 11);
+  TestServer server([&](const Received&, std::size_t) {
+    Reply r = Reply::with(200, content, {"Content-Disposition: attachment; filename=\"s.svs\""},
+                          "application/octet-stream");
+    Reply out;
+    const std::string& all = r.pieces[0];
+    for (std::size_t i = 0; i < all.size(); i += 2) out.pieces.push_back(all.substr(i, 2));
+    out.gap = 250ms;  // 8 bytes a second
+    return out;
+  });
+  auto o = fast();
+  o.low_speed_bytes = iaserve::iaapi::ClientOptions{}.low_speed_bytes;  // the default
+  o.low_speed_time = 2s;
+  o.max_attempts = 1;
+  TempDir tmp;
+  auto c = client_for(server, o);
+  auto e = error_from([&] { c.download_files("s1", tmp.path()); });
+  REQUIRE(e);
+  CHECK_THAT(e->what(), Catch::Matchers::StartsWith("GET /slides/s1/files: Operation too slow"));
+  CHECK(names_in(tmp.path()).empty());
+}
+
 TEST_CASE("download: cancelled from outside, no file left", "[download][cancel]") {
   const std::string content = random_bytes(300'000, 10);
   TestServer server([&](const Received&, std::size_t) {
