@@ -46,7 +46,7 @@ struct Input {
     std::string id;
     boost::json::value content;
   };
-  std::optional<Action> action;
+  std::optional<Action> action = std::nullopt;
 };
 
 // Converts an IA-API invocation input (`type` and `content`, points in
