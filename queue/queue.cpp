@@ -1629,9 +1629,9 @@ std::string Queue::enqueue(const JobSpec& spec) {
   f.job.payload = spec.payload;
   const std::string& id = f.job.id;
   std::string line = record::encode_job(f);
-  if (line.size() + 1 > kMaxJobBytes)
+  if (line.size() + 1 > kMaxJobBytes - kJobGrowth)
     throw JobTooLarge("job of " + std::to_string(line.size() + 1) + " bytes: more than the queue's limit of " +
-                      std::to_string(kMaxJobBytes) + " bytes a job");
+                      std::to_string(kMaxJobBytes - kJobGrowth) + " bytes a new job");
   if (q.commit_mode == Commit::journal) {
     // The file first, then its record: a record never names a job that was
     // not written (its replay would make a job nobody was told of).

@@ -180,6 +180,10 @@ class JobTooLarge : public QueueError {
 // payloads bounds their depth (iaserve's bodies, at most 64 levels, are
 // one level in).
 inline constexpr std::size_t kMaxJobBytes = 16u << 20;
+// Room kept for what a job's record gains after its enqueue (claims, each
+// failed run's reason, the summary): enqueue refuses records beyond
+// kMaxJobBytes - kJobGrowth.
+inline constexpr std::size_t kJobGrowth = 1u << 20;
 inline constexpr unsigned kMaxPayloadDepth = 65;
 
 class Queue;

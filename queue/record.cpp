@@ -260,7 +260,11 @@ std::string encode_lease(const LeaseFile& l) {
   o["time_ns"] = to_ns(l.lease.time);
   o["run"] = l.run;
   if (!l.lease.label.empty()) o["label"] = l.lease.label;
-  if (!l.lease.domain.empty()) o["domain"] = l.lease.domain;
+  // "alive_domain": the flock is on leases/<name>.alive. Versions that kept
+  // it on the lease itself wrote (and read) "domain": neither reads the
+  // other's, so a process of one never takes a live one of the other for
+  // gone by a free flock on the wrong file; each judges the other by age.
+  if (!l.lease.domain.empty()) o["alive_domain"] = l.lease.domain;
   return json::serialize(o);
 }
 
@@ -276,7 +280,7 @@ std::optional<LeaseFile> decode_lease(std::string_view text) {
     l.lease.time = from_ns(need_int(o, "time_ns"));
     l.run = need_string(o, "run");
     if (auto label = o.if_contains("label"); label && label->is_string()) l.lease.label = label->get_string();
-    if (auto d = o.if_contains("domain"); d && d->is_string()) l.lease.domain = d->get_string();
+    if (auto d = o.if_contains("alive_domain"); d && d->is_string()) l.lease.domain = d->get_string();
     return l;
   } catch (const QueueError&) {
     return std::nullopt;

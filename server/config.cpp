@@ -377,7 +377,7 @@ Config from_table(const toml::table& root) {
     read_string(*t, "listen", p, s.listen);
     read_uint(*t, "io_threads", p, s.io_threads, 1, 256);
     // A body becomes a job: no larger than the queue takes, no deeper than it reads back.
-    read_size(*t, "body_limit", p, s.body_limit, 1024, queue::kMaxJobBytes);
+    read_size(*t, "body_limit", p, s.body_limit, 1024, queue::kMaxJobBytes - queue::kJobGrowth);
     read_duration(*t, "read_timeout", p, s.read_timeout, 100ms);
     read_duration(*t, "idle_timeout", p, s.idle_timeout, 100ms);
     read_path(*t, "tls_cert", p, s.tls_cert);

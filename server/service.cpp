@@ -922,6 +922,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (inv.action == iaapi::Action::cancel && inv.cancellation_token && !inv.cancellation_token->empty()) {
       const std::string slide = iaapi::slide_key(inv.slide_id);
       std::vector<std::string> untokened;
+      bool matched = false;  // a job carried the token (even one that ended before its cancel)
       for (auto state : {queue::State::pending, queue::State::active}) {
         for (const auto& job : q->list(state)) {
           if (job.app_id != app.application_id) continue;
@@ -933,13 +934,15 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
               tok = &t->get_string();
           }
           if (tok && !tok->empty()) {
-            if (*tok == *inv.cancellation_token && q->cancel(job.id)) ++n;
+            if (*tok != *inv.cancellation_token) continue;
+            matched = true;
+            if (q->cancel(job.id)) ++n;
           } else if (job.slide_key == slide) {
             untokened.push_back(job.id);
           }
         }
       }
-      if (n == 0)
+      if (!matched)
         for (const auto& id : untokened)
           if (q->cancel(id)) ++n;
     } else {

@@ -116,6 +116,10 @@ void Worker::start_job(queue::Claim claim) {
           case JobStatus::released: c->release(); break;
         }
       } catch (const std::exception& e) {
+        if (c->lost()) {  // found out only now: the job is another run's
+          c->abandon();
+          break;
+        }
         log->error("job {}: ending the claim ({}), try {} of 3: {}", job.id, to_string(report.status), attempt,
                    e.what());
         if (attempt == 3 || !c->held()) break;

@@ -74,15 +74,19 @@ bool of_the_run(int proc, pid_t pid, pid_t self) {
 
 // SIGKILL to pid if it is (still) of the run. Through a pidfd taken before
 // the check: should pid end and its number be taken meanwhile, the signal
-// finds the old process gone instead of reaching the new one.
-void kill_if_of_the_run(int proc, pid_t pid, pid_t self) {
+// finds the old process gone instead of reaching the new one. False when
+// the signal could not be sent (a setuid program of the run: EPERM), so
+// that the sweep does not wait for what it cannot end.
+bool kill_if_of_the_run(int proc, pid_t pid, pid_t self) {
   const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
   if (pidfd < 0) {
-    if (errno == ENOSYS && of_the_run(proc, pid, self)) ::kill(pid, SIGKILL);  // before Linux 5.3
-    return;
+    if (errno == ENOSYS && of_the_run(proc, pid, self)) return ::kill(pid, SIGKILL) == 0;  // before Linux 5.3
+    return false;
   }
-  if (of_the_run(proc, pid, self)) ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  bool sent = false;
+  if (of_the_run(proc, pid, self)) sent = ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) == 0;
   ::close(pidfd);
+  return sent;
 }
 
 // Reaps the guard's children that have ended; the program's wait status
@@ -106,7 +110,13 @@ bool reap_children(pid_t program, int* status) {
 void sweep(pid_t self, pid_t program, int* status) {
   const int proc = ::open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (proc < 0) return;
-  for (int round = 0; round < 1000; ++round) {
+  auto now_ns = [] {
+    timespec t{};
+    ::clock_gettime(CLOCK_MONOTONIC, &t);
+    return static_cast<long long>(t.tv_sec) * 1'000'000'000LL + t.tv_nsec;
+  };
+  const long long deadline = now_ns() + 2'000'000'000LL;
+  while (now_ns() < deadline) {
     int left = 0;
     if (DIR* d = ::opendir("/proc")) {  // anew each round (a dup of proc would share its offset)
       while (const dirent* e = ::readdir(d)) {
@@ -114,8 +124,7 @@ void sweep(pid_t self, pid_t program, int* status) {
         const long pid = std::strtol(e->d_name, &end, 10);
         if (pid <= 0 || *end != '\0' || pid == self) continue;
         if (!of_the_run(proc, static_cast<pid_t>(pid), self)) continue;
-        kill_if_of_the_run(proc, static_cast<pid_t>(pid), self);
-        ++left;
+        if (kill_if_of_the_run(proc, static_cast<pid_t>(pid), self)) ++left;
       }
       ::closedir(d);
     }

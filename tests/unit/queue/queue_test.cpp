@@ -163,6 +163,14 @@ TEST_CASE("job and lease records survive a round trip", "[queue][record]") {
   auto unlabelled = record::decode_lease(R"({"host":"h","pid":1,"time_ns":5,"run":"r"})");  // older writers
   REQUIRE(unlabelled);
   CHECK(unlabelled->lease.label.empty());
+  // The flock domain under its own key: a lease of a version that held its
+  // flock on the lease file ("domain") is judged by its age alone, and such
+  // a version does not read this one's.
+  CHECK(lt.find("\"alive_domain\":\"boot-1:2049\"") != std::string::npos);
+  CHECK(lt.find("\"domain\"") == std::string::npos);
+  auto older = record::decode_lease(R"({"host":"h","pid":1,"time_ns":5,"run":"r","domain":"boot-1:2049"})");
+  REQUIRE(older);
+  CHECK(older->lease.domain.empty());
   CHECK_FALSE(record::decode_lease("{\"host\":3}"));
 }
 
