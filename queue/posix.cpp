@@ -42,8 +42,12 @@ std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes
     if (errno == ENOENT) return std::nullopt;
     fail(path, "open", errno);
   }
+  return read_fd(fd.get(), path, max_bytes);
+}
+
+std::string read_fd(int fd, const fs::path& path, std::size_t max_bytes) {
   struct ::stat st {};
-  if (::fstat(fd.get(), &st) != 0) fail(path, "fstat", errno);
+  if (::fstat(fd, &st) != 0) fail(path, "fstat", errno);
   if (static_cast<std::uint64_t>(st.st_size) > max_bytes)
     throw FileTooLarge("queue " + path.string() + ": " + std::to_string(st.st_size) +
                        " bytes, more than the limit of " + std::to_string(max_bytes));
@@ -55,7 +59,7 @@ std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes
       if (out.size() >= max_bytes) break;
       out.resize(std::min(max_bytes, out.size() + 4096));
     }
-    ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+    ssize_t n = ::read(fd, out.data() + got, out.size() - got);
     if (n < 0) {
       if (errno == EINTR) continue;
       fail(path, "read", errno);

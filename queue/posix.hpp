@@ -49,6 +49,8 @@ class FileTooLarge : public QueueError {
 };
 
 std::optional<std::string> read_file(const fs::path& path, std::size_t max_bytes);
+// The same through an open descriptor, from its offset (path names it in errors).
+std::string read_fd(int fd, const fs::path& path, std::size_t max_bytes);
 // Writes content to tmp_dir/<unique>, fsyncs it, renames it to dest (which
 // must not be open elsewhere) and fsyncs dest's folder when sync_dir.
 // sync_file=false skips the file's fsync (leases: stale after a crash anyway).

@@ -696,25 +696,13 @@ struct Queue::Impl : std::enable_shared_from_this<Queue::Impl> {
     if (!now || now->st_ino != held.st_ino) return 0;  // replayed and removed meanwhile
     // Read through the locked descriptor: on CIFS the exclusive flock is a
     // byte-range lock that refuses reads through any other.
-    std::optional<std::string> text(std::in_place);
-    char buf[65536];
-    for (off_t at = 0;;) {
-      const ssize_t n = ::pread(fd.get(), buf, sizeof buf, at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) posix::fail(seg, "read journal", errno);
-      if (n == 0) break;
-      if (text->size() + static_cast<std::size_t>(n) > kMaxSegmentRead)
-        throw posix::FileTooLarge("queue " + seg.string() + ": more than " + std::to_string(kMaxSegmentRead) +
-                                  " bytes of journal");
-      text->append(buf, static_cast<std::size_t>(n));
-      at += n;
-    }
+    const std::string text = posix::read_fd(fd.get(), seg, kMaxSegmentRead);
     std::size_t n = 0, start = 0;
     bool deferred = false;  // a job another replayer is writing: the segment stays till it is there
-    while (start < text->size()) {
-      auto end = text->find('\n', start);
-      if (end == std::string::npos) end = text->size();
-      std::string_view line(text->data() + start, end - start);
+    while (start < text.size()) {
+      auto end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + start, end - start);
       start = end + 1;
       auto sp = line.find(' ');
       if (sp == std::string_view::npos) continue;

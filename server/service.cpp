@@ -537,6 +537,12 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
 
   // ------------------------------------------------------------ POST bodies
   // The body as JSON, or an error already answered.
+  // 400 for a body that does not decode, naming the field: the body itself
+  // when the fault is at its top (not JSON, not an object).
+  static void bad_body(const CallPtr& call, const iaapi::FieldError& e) {
+    call->answer(error_answer(400, e.what(), e.field.empty() ? "body" : e.field));
+  }
+
   std::optional<json::value> json_body(const CallPtr& call, const http::Request& req) {
     auto ct = req.header("content-type");
     if (!is_json_content_type(ct)) {
@@ -546,7 +552,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     }
     auto parsed = iaapi::parse_json(req.body, config.server.json_max_depth);
     if (!parsed) {
-      call->answer(error_answer(400, parsed.error.what(), parsed.error.field.empty() ? "body" : parsed.error.field));
+      bad_body(call, parsed.error);
       return std::nullopt;
     }
     return std::move(*parsed.value);
@@ -585,7 +591,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (!body) return;
     auto decoded = iaapi::decode<iaapi::Invocation>(*body);
     if (!decoded) {
-      call->answer(error_answer(400, decoded.error.what(), decoded.error.field.empty() ? "body" : decoded.error.field));
+      bad_body(call, decoded.error);
       return;
     }
     iaapi::Invocation inv = std::move(*decoded.value);
@@ -957,7 +963,7 @@ struct Service::Impl : std::enable_shared_from_this<Service::Impl> {
     if (!body) return;
     auto decoded = iaapi::decode<iaapi::ImageNotification>(*body);
     if (!decoded) {
-      call->answer(error_answer(400, decoded.error.what(), decoded.error.field.empty() ? "body" : decoded.error.field));
+      bad_body(call, decoded.error);
       return;
     }
     auto n = std::make_shared<iaapi::ImageNotification>(std::move(*decoded.value));

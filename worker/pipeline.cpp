@@ -116,9 +116,15 @@ bool put_over_newest(iaapi::CallbackClient& client, const JobRequest& request, c
 
 // Progress goes only over an existing result (the server's frame): a
 // progress word never becomes a second result beside a frame still on its way.
+// Whatever the worker puts on the slide keeps DPAT's context, as the
+// server's frame before it did.
+iaapi::Result with_context(const JobRequest& request, iaapi::Result r) {
+  r.data.context = request.context;
+  return r;
+}
+
 void put_progress(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& progress) {
-  iaapi::Result r = progress;
-  r.data.context = request.context;  // DPAT's context stays on the result, as on the frame before it
+  const iaapi::Result r = with_context(request, progress);
   if (!request.expect_frame) {
     client.upsert_result(request.app_id, request.slide_id, r);
     return;
@@ -128,8 +134,9 @@ void put_progress(iaapi::CallbackClient& client, const JobRequest& request, cons
 
 // The final word: over the frame; when the frame is not there yet (the job
 // started before the server stored it) wait a little for it, then POST.
-void put_final(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& r,
+void put_final(iaapi::CallbackClient& client, const JobRequest& request, const iaapi::Result& final_result,
                const std::function<bool()>& stop) {
+  const iaapi::Result r = with_context(request, final_result);
   if (!request.expect_frame) {
     client.upsert_result(request.app_id, request.slide_id, r);
     return;
@@ -426,9 +433,7 @@ void Pipeline::tell_slide(const iaapi::Result& r) {
     o.cancelled = nullptr;
     o.max_attempts = 2;
     iaapi::CallbackClient c(request_.callback, o);
-    iaapi::Result with = r;
-    with.data.context = request_.context;
-    put_final(c, request_, with, nullptr);
+    put_final(c, request_, r, nullptr);
   } catch (const std::exception& e) {
     log_->warn("job {} slide {}: cannot put \"{}\" on the slide: {}", request_.job_id,
                request_.slide_id, r.display_result, e.what());

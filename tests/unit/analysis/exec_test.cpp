@@ -407,13 +407,9 @@ TEST_CASE("exec: a guard killed from outside takes its program with it, and the 
   // The program went with its guard: it never woke from its sleep (had it
   // lived, the run would have waited for it, and the mark would be there).
   CHECK_FALSE(fs::exists(pid_file.string() + ".survived"));
-  long pid = 0;
-  std::ifstream(pid_file) >> pid;
+  const long pid = pid_in(pid_file);
   REQUIRE(pid > 0);
-  bool gone = false;
-  for (int i = 0; i < 100 && !(gone = process_gone(pid)); ++i) std::this_thread::sleep_for(50ms);
-  CHECK(gone);
-  if (!gone) ::kill(static_cast<pid_t>(pid), SIGKILL);
+  CHECK(ends(pid));
 }
 
 TEST_CASE("exec: the program's exit ends the run though something it left holds its stdout", "[exec]") {
